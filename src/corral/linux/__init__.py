@@ -1,0 +1,1 @@
+"""The Linux backend: namespaces, mounts, pivot_root, capabilities, rlimits."""

@@ -1,0 +1,245 @@
+"""The one place where corral calls libc on Linux.
+
+Everything that changes kernel state and that the ``os`` module does not offer goes
+through a :class:`Syscalls` object: ``mount``, ``pivot_root``, ``unshare``, ``setns``,
+``prctl``, ``capset``, ``openat2``... Code above takes the object as a parameter, so
+tests pass a recording fake and check the sequence of calls without root.
+
+Failures raise :class:`OSError` with the C ``errno``, and the operation and its main
+argument in the message, so an error line reads ``mount /proc: Operation not
+permitted``. ``ctypes`` is imported lazily: ``corral state`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
+
+# <sys/mount.h>
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 0x2
+
+# <sched.h>
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+NAMESPACE_FLAGS = {
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+    "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+# The names of the files in /proc/<pid>/ns/ for each spec namespace type.
+NAMESPACE_PROC_NAMES = {
+    "pid": "pid",
+    "network": "net",
+    "mount": "mnt",
+    "ipc": "ipc",
+    "uts": "uts",
+    "user": "user",
+    "cgroup": "cgroup",
+    "time": "time",
+}
+
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <linux/keyctl.h>
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+# <linux/openat2.h>
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# x86_64 and aarch64 syscall numbers for calls glibc 2.36 has no wrapper for.
+_SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126},
+    "aarch64": {"pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91},
+}
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class Syscalls:
+    """Thin ctypes wrappers; each method is one system call."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        machine = os.uname().machine
+        self._numbers = _SYSCALL_NUMBERS.get(machine, {})
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _check(self, result: int, what: str, target: str = "") -> int:
+        if result < 0:
+            err = self._ctypes.get_errno()
+            raise OSError(err, f"{what} {target}: {os.strerror(err)}".replace("  ", " "))
+        return result
+
+    def _syscall(self, name: str, *args: object) -> int:
+        number = self._numbers.get(name)
+        if number is None:
+            raise OSError(38, f"{name}: not known on {os.uname().machine}")
+        fn = self._libc.syscall
+        fn.restype = self._ctypes.c_long
+        return int(fn(self._ctypes.c_long(number), *args))
+
+    @staticmethod
+    def _b(text: str | None) -> bytes | None:
+        return None if text is None else os.fsencode(text)
+
+    # -- mounts --------------------------------------------------------------------
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        c = self._ctypes
+        self._libc.mount.argtypes = [c.c_char_p, c.c_char_p, c.c_char_p, c.c_ulong, c.c_char_p]
+        result = self._libc.mount(
+            self._b(source), self._b(target), self._b(fstype), flags, self._b(data)
+        )
+        self._check(result, "mount", target)
+
+    def umount2(self, target: str, flags: int) -> None:
+        self._check(self._libc.umount2(self._b(target), flags), "umount", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        result = self._syscall("pivot_root", self._b(new_root), self._b(put_old))
+        self._check(result, "pivot_root", new_root)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        os.mknod(path, mode, device)
+
+    # -- namespaces ----------------------------------------------------------------
+
+    def unshare(self, flags: int) -> None:
+        self._check(self._libc.unshare(flags), "unshare", hex(flags))
+
+    def setns(self, fd: int, nstype: int, what: str = "") -> None:
+        self._check(self._libc.setns(fd, nstype), "setns", what)
+
+    def sethostname(self, name: str) -> None:
+        data = name.encode()
+        self._check(self._libc.sethostname(data, len(data)), "sethostname", name)
+
+    def setdomainname(self, name: str) -> None:
+        data = name.encode()
+        self._check(self._libc.setdomainname(data, len(data)), "setdomainname", name)
+
+    # -- process attributes --------------------------------------------------------
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        c = self._ctypes
+        self._libc.prctl.argtypes = [c.c_int, c.c_ulong, c.c_ulong, c.c_ulong, c.c_ulong]
+        return self._check(self._libc.prctl(option, arg2, arg3, arg4, arg5), "prctl", str(option))
+
+    def capget(self) -> tuple[int, int, int]:
+        """Return this thread's (effective, permitted, inheritable) as 64-bit masks."""
+        header, data = self._cap_structs()
+        self._check(self._syscall("capget", self._ctypes.byref(header), data), "capget")
+        return (
+            data[0].effective | data[1].effective << 32,
+            data[0].permitted | data[1].permitted << 32,
+            data[0].inheritable | data[1].inheritable << 32,
+        )
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        header, data = self._cap_structs()
+        for index in (0, 1):
+            shift = 32 * index
+            data[index].effective = (effective >> shift) & 0xFFFFFFFF
+            data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+            data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+        self._check(self._syscall("capset", self._ctypes.byref(header), data), "capset")
+
+    def _cap_structs(self) -> tuple[ctypes.Structure, ctypes.Array[ctypes.Structure]]:
+        c = self._ctypes
+
+        class Header(c.Structure):
+            _fields_ = [("version", c.c_uint32), ("pid", c.c_int)]
+
+        class Data(c.Structure):
+            _fields_ = [
+                ("effective", c.c_uint32),
+                ("permitted", c.c_uint32),
+                ("inheritable", c.c_uint32),
+            ]
+
+        return Header(_LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
+
+    def prlimit(self, resource: int, soft: int, hard: int) -> None:
+        import resource as _resource
+
+        infinity = 2**64 - 1
+        soft_value = _resource.RLIM_INFINITY if soft == infinity else soft
+        hard_value = _resource.RLIM_INFINITY if hard == infinity else hard
+        _resource.prlimit(0, resource, (soft_value, hard_value))
+
+    def join_session_keyring(self, name: str | None) -> None:
+        result = self._syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, self._b(name))
+        self._check(result, "keyctl join session keyring", name or "")
+
+    # -- paths ---------------------------------------------------------------------
+
+    def openat2(self, dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+        c = self._ctypes
+
+        class OpenHow(c.Structure):
+            _fields_ = [("flags", c.c_uint64), ("mode", c.c_uint64), ("resolve", c.c_uint64)]
+
+        how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+        result = self._syscall(
+            "openat2", c.c_int(dirfd), self._b(path), c.byref(how), c.c_size_t(c.sizeof(how))
+        )
+        return self._check(result, "open", path)

@@ -1,0 +1,1 @@
+"""The OCI runtime configuration (``config.json``): parsing, validation, defaults."""
