@@ -1,0 +1,107 @@
+"""What a platform backend does, and how corral picks one.
+
+The lifecycle core (:mod:`corral.core.runtime`) never branches on the platform: it
+asks the backend selected by ``sys.platform`` to check a config, to create the
+container's init, to list its processes and to clean up after it. Backends are
+imported lazily, so commands that only read the state store load none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from corral.core.state import Record
+    from corral.spec.model import Spec
+
+
+class CreateRequest:
+    """Everything a backend needs to create one container."""
+
+    __slots__ = (
+        "bundle",
+        "console_socket",
+        "container_id",
+        "fifo_name",
+        "no_new_keyring",
+        "no_pivot",
+        "preserve_fds",
+        "rootfs",
+        "spec",
+        "state_dir",
+    )
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        bundle: str,
+        rootfs: str,
+        spec: Spec,
+        state_dir: str,
+        fifo_name: str,
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+    ) -> None:
+        self.container_id = container_id
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.spec = spec
+        self.state_dir = state_dir
+        self.fifo_name = fifo_name
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+
+
+class CreatedInit:
+    """The init process a backend left blocked on the exec fifo."""
+
+    __slots__ = ("extra", "pid", "start_time")
+
+    def __init__(self, pid: int, start_time: int, extra: dict[str, Any] | None = None) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self.extra = extra or {}
+
+
+class Backend:
+    """The interface every platform implements."""
+
+    platform = "none"
+
+    def check(self, request: CreateRequest) -> None:
+        """Reject, before anything is created, whatever this backend cannot apply."""
+        raise NotImplementedError
+
+    def create(self, request: CreateRequest) -> CreatedInit:
+        """Set the container up and leave its init blocked opening the exec fifo.
+
+        On failure, raise :class:`corral.errors.CreateError` having undone everything.
+        """
+        raise NotImplementedError
+
+    def processes(self, record: Record) -> list[int]:
+        """Every live process of the container, init first (for ``kill --all``)."""
+        raise NotImplementedError
+
+    def destroy(self, record: Record) -> None:
+        """Undo what ``create`` left on the host, once the container's processes are gone."""
+        raise NotImplementedError
+
+
+def select_backend() -> Backend:
+    """The backend for this host."""
+    if sys.platform.startswith("linux"):
+        from corral.linux.backend import LinuxBackend
+
+        return LinuxBackend()
+    from corral.errors import CorralError
+
+    raise CorralError(f"corral does not run containers on {sys.platform} yet")

@@ -1,0 +1,1 @@
+"""The ``corral`` command line: runc's subcommands, flags, outputs and exit codes."""

@@ -1,0 +1,133 @@
+"""A small command-line parser with the rules runc's (Go ``flag``-style) parser has.
+
+``argparse`` costs 5-8 ms to import, more than runc takes for a whole ``state``, so
+corral parses its few flags itself: ``-f``, ``--flag`` and ``-flag`` are the same
+flag; values come as ``--flag value`` or ``--flag=value``; booleans take no value
+(``--force`` or ``--force=false``); flags may come before or after the positional
+arguments; ``--`` ends the flags.
+"""
+
+from __future__ import annotations
+
+from corral.errors import UsageError
+
+
+class Flag:
+    __slots__ = ("default", "dest", "help", "names", "takes_value")
+
+    def __init__(
+        self,
+        names: str,
+        *,
+        value: bool = False,
+        default: object = None,
+        help: str = "",
+    ) -> None:
+        self.names = tuple(names.split(","))
+        self.dest = self.names[0].replace("-", "_")
+        self.takes_value = value
+        self.default = default if default is not None else ("" if value else False)
+        self.help = help
+
+
+class Command:
+    """One subcommand: its flags, positional arguments and handler's name."""
+
+    __slots__ = ("flags", "help", "max_args", "min_args", "name", "usage")
+
+    def __init__(
+        self,
+        name: str,
+        usage: str,
+        help: str,
+        flags: list[Flag],
+        min_args: int,
+        max_args: int | None,
+    ) -> None:
+        self.name = name
+        self.usage = usage
+        self.help = help
+        self.flags = flags
+        self.min_args = min_args
+        self.max_args = max_args
+
+
+class Parsed:
+    """Parsed flags (``values``) and positional arguments (``args``)."""
+
+    __slots__ = ("args", "values")
+
+    def __init__(self, values: dict[str, object], args: list[str]) -> None:
+        self.values = values
+        self.args = args
+
+    def text(self, name: str) -> str:
+        return str(self.values[name])
+
+    def flag(self, name: str) -> bool:
+        return bool(self.values[name])
+
+    def number(self, name: str) -> int:
+        value = self.values[name]
+        return value if isinstance(value, int) else int(str(value))
+
+
+def parse(
+    argv: list[str], flags: list[Flag], *, stop_at_first_arg: bool = False, context: str = ""
+) -> Parsed:
+    """Parse ``argv`` against ``flags``.
+
+    With ``stop_at_first_arg`` (the global flags), parsing stops at the subcommand.
+    """
+    by_name = {name: flag for flag in flags for name in flag.names}
+    values: dict[str, object] = {flag.dest: flag.default for flag in flags}
+    args: list[str] = []
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        index += 1
+        if item == "--":
+            args.extend(argv[index:])
+            break
+        if not item.startswith("-") or item == "-":
+            args.append(item)
+            if stop_at_first_arg:
+                args.extend(argv[index:])
+                break
+            continue
+        name, has_value, value = item.lstrip("-").partition("=")
+        flag = by_name.get(name)
+        if flag is None:
+            where = f" for {context}" if context else ""
+            raise UsageError(f"flag provided but not defined{where}: {item.split('=')[0]}")
+        if flag.takes_value:
+            if not has_value:
+                if index >= len(argv):
+                    raise UsageError(f"flag needs an argument: {item}")
+                value = argv[index]
+                index += 1
+            values[flag.dest] = _convert(flag, value, item)
+        elif has_value:
+            if value.lower() not in ("true", "false", "1", "0", "t", "f"):
+                raise UsageError(f'invalid boolean value "{value}" for {item.split("=")[0]}')
+            values[flag.dest] = value.lower() in ("true", "1", "t")
+        else:
+            values[flag.dest] = True
+    return Parsed(values, args)
+
+
+def _convert(flag: Flag, value: str, item: str) -> object:
+    if isinstance(flag.default, int) and not isinstance(flag.default, bool):
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f'invalid value "{value}" for flag {item.split("=")[0]}') from None
+    return value
+
+
+def check_arity(command: Command, parsed: Parsed) -> None:
+    count = len(parsed.args)
+    if count < command.min_args or (command.max_args is not None and count > command.max_args):
+        if command.min_args == command.max_args == 1 and count == 0:
+            raise UsageError(f'"{command.name}" requires a container id (usage: {command.usage})')
+        raise UsageError(f'"{command.name}": wrong number of arguments (usage: {command.usage})')

@@ -1,0 +1,1 @@
+"""The platform-neutral lifecycle: ids, state store, status machine, exec fifo."""

@@ -1,0 +1,308 @@
+"""The OCI lifecycle: create, start, state, kill, delete, run, list.
+
+:class:`Runtime` is corral's Python API and what the CLI calls. It owns the state
+store and the status machine; everything that touches the kernel goes to the
+platform backend. A container's status is derived, not trusted from the record:
+
+============  ==========================================================
+creating      the record says so (``create`` has not finished)
+created       the init lives and the exec fifo still exists
+running       the init lives and the fifo is gone (``start`` removed it)
+stopped       the init is gone, or its pid now belongs to another process
+============  ==========================================================
+
+A failed ``create`` leaves nothing: the init is killed and reaped, the backend
+undoes its work, and the state directory is removed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from corral.core import state as st
+from corral.core.ids import validate_id
+from corral.core.procinfo import is_alive, read_start_time, wait_for_exit
+from corral.errors import (
+    BundleError,
+    ConfigError,
+    ContainerNotRunningError,
+    CorralError,
+    IllegalStateError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from corral.backend import Backend
+    from corral.spec.model import Spec
+
+DEFAULT_ROOT = "/run/corral"
+SIGKILL = 9
+
+
+class Runtime:
+    """Containers under one state root.
+
+    >>> rt = Runtime(root="/run/corral")            # doctest: +SKIP
+    >>> rt.create("c1", bundle="/srv/c1")           # doctest: +SKIP
+    >>> rt.start("c1"); rt.state("c1")["status"]    # doctest: +SKIP
+    'running'
+    """
+
+    def __init__(self, root: str = DEFAULT_ROOT, backend: Backend | None = None) -> None:
+        self.store = st.StateStore(root)
+        self._backend = backend
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from corral.backend import select_backend
+
+            self._backend = select_backend()
+        return self._backend
+
+    # -- queries -------------------------------------------------------------------
+
+    def status(self, record: st.Record) -> str:
+        if record.stored_status == st.CREATING:
+            return st.CREATING
+        if not is_alive(record.pid, record.start_time):
+            return st.STOPPED
+        fifo = f"{self.store.directory(record.id)}/{st.FIFO_NAME}"
+        return st.CREATED if os.path.exists(fifo) else st.RUNNING
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        """The container's state as runc prints it (a superset of the OCI state)."""
+        return self._describe(self.store.load(container_id))
+
+    def _describe(self, record: st.Record) -> dict[str, Any]:
+        status = self.status(record)
+        result: dict[str, Any] = {
+            "ociVersion": record.oci_version,
+            "id": record.id,
+            "pid": record.pid if status in (st.CREATED, st.RUNNING) else 0,
+            "status": status,
+            "bundle": record.bundle,
+            "rootfs": record.rootfs,
+            "created": record.created,
+            "owner": record.owner,
+        }
+        if record.annotations:
+            result["annotations"] = record.annotations
+        return result
+
+    def list(self) -> list[dict[str, Any]]:
+        """The state of every container under the root, by id."""
+        found = []
+        for container_id in self.store.ids():
+            try:
+                found.append(self.state(container_id))
+            except CorralError:
+                continue  # created or deleted while we looked
+        return found
+
+    # -- create ---------------------------------------------------------------------
+
+    def create(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+    ) -> dict[str, Any]:
+        """Set a container up with its init waiting for :meth:`start`."""
+        from corral.backend import CreateRequest
+
+        validate_id(container_id)
+        bundle = os.path.abspath(bundle)
+        spec = load_bundle_config(bundle)
+        request = CreateRequest(
+            container_id=container_id,
+            bundle=bundle,
+            rootfs=resolve_rootfs(spec, bundle),
+            spec=spec,
+            state_dir=self.store.directory(container_id),
+            fifo_name=st.FIFO_NAME,
+            console_socket=console_socket,
+            no_pivot=no_pivot,
+            no_new_keyring=no_new_keyring,
+            preserve_fds=preserve_fds,
+        )
+        backend = self.backend
+        backend.check(request)
+        self.store.claim(container_id)
+        record = st.Record(
+            id=container_id,
+            bundle=bundle,
+            rootfs=request.rootfs,
+            oci_version=spec.oci_version,
+            created=_now_rfc3339(),
+            owner="" if os.geteuid() == 0 else str(os.geteuid()),
+            annotations=spec.annotations,
+        )
+        init = None
+        try:
+            self.store.save(record)
+            from corral.core.fifo import make_fifo
+
+            make_fifo(f"{request.state_dir}/{st.FIFO_NAME}")
+            init = backend.create(request)
+            record.pid, record.start_time = init.pid, init.start_time
+            record.extra = init.extra
+            record.stored_status = st.CREATED
+            self.store.save(record)
+            if pid_file:
+                write_pid_file(pid_file, init.pid)
+        except BaseException:
+            if init is not None:
+                _kill_and_wait(init.pid, init.start_time)
+                backend.destroy(record)
+            self.store.remove(container_id)
+            raise
+        return self._describe(record)
+
+    # -- start, kill, delete ------------------------------------------------------
+
+    def start(self, container_id: str) -> None:
+        """Release the init to exec the user's program."""
+        from corral.core.fifo import release_init
+
+        lock = self.store.lock(container_id)
+        try:
+            record = self.store.load(container_id)
+            status = self.status(record)
+            if status == st.RUNNING:
+                raise IllegalStateError("cannot start an already running container")
+            if status == st.STOPPED:
+                raise IllegalStateError("cannot start a container that has stopped")
+            if status != st.CREATED:
+                raise IllegalStateError(f"cannot start a container in the {status} state")
+            fifo = f"{self.store.directory(container_id)}/{st.FIFO_NAME}"
+            release_init(fifo, lambda: is_alive(record.pid, record.start_time))
+        finally:
+            self.store.unlock(lock)
+
+    def kill(self, container_id: str, signal: int = 15, *, all: bool = False) -> None:
+        """Send ``signal`` to the init (or, with ``all``, to every process of the container)."""
+        lock = self.store.lock(container_id)
+        try:
+            record = self.store.load(container_id)
+            if self.status(record) not in (st.CREATED, st.RUNNING):
+                raise ContainerNotRunningError()
+            targets = self.backend.processes(record) if all else [record.pid]
+            for pid in targets:
+                try:
+                    os.kill(pid, signal)
+                except ProcessLookupError:
+                    if pid == record.pid and not all:
+                        raise ContainerNotRunningError() from None
+        finally:
+            self.store.unlock(lock)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Remove a stopped container; ``force`` kills a running one first."""
+        validate_id(container_id)
+        if not self.store.exists(container_id):
+            from corral.errors import ContainerNotFoundError
+
+            raise ContainerNotFoundError(container_id)
+        lock = self.store.lock(container_id)
+        try:
+            try:
+                record = self.store.load(container_id)
+            except CorralError:
+                if not force:
+                    raise
+                self.store.remove(container_id)  # a create that died half-way
+                return
+            status = self.status(record)
+            if status == st.RUNNING and not force:
+                raise IllegalStateError(
+                    f"cannot delete container {container_id} that is not stopped: {status}"
+                )
+            if status in (st.CREATED, st.RUNNING):
+                # A created container is deleted without --force, as runc does: its init
+                # has not run any user code yet.
+                victims = self.backend.processes(record)
+                for pid in victims:
+                    try:
+                        os.kill(pid, SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                if not wait_for_exit(record.pid, record.start_time, timeout=10.0):
+                    raise IllegalStateError(f"container {container_id} init did not exit")
+            self.backend.destroy(record)
+            self.store.remove(container_id)
+        finally:
+            self.store.unlock(lock)
+
+
+def load_bundle_config(bundle: str) -> Spec:
+    """Read and validate ``<bundle>/config.json``."""
+    from corral.core import jsonio
+    from corral.spec.model import parse_config
+
+    path = f"{bundle}/config.json"
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        if not os.path.isdir(bundle):
+            raise BundleError(f"bundle {bundle}: no such directory") from None
+        raise BundleError(f"bundle {bundle}: config.json: no such file") from None
+    except OSError as error:
+        raise BundleError(f"{path}: {error.strerror}") from None
+    try:
+        document = jsonio.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError("", f"not valid JSON: {error}") from None
+    return parse_config(document)
+
+
+def resolve_rootfs(spec: Spec, bundle: str) -> str:
+    """``root.path``, relative to the bundle unless absolute; it must be a directory."""
+    if spec.root is None:
+        raise ConfigError("root", "required field is missing")
+    path = spec.root.path
+    rootfs = os.path.normpath(path if path.startswith("/") else f"{bundle}/{path}")
+    if not os.path.isdir(rootfs):
+        reason = "is not a directory" if os.path.exists(rootfs) else "does not exist"
+        raise ConfigError("root.path", f"root filesystem {rootfs} {reason}")
+    return os.path.realpath(rootfs)
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write the pid atomically, as clients read it as soon as create returns."""
+    path = os.path.abspath(path)
+    temporary = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}"
+    with open(temporary, "w") as file:
+        file.write(str(pid))
+    os.rename(temporary, path)
+
+
+def _kill_and_wait(pid: int, start_time: int) -> None:
+    if is_alive(pid, start_time):
+        try:
+            os.kill(pid, SIGKILL)
+        except ProcessLookupError:
+            return
+    try:
+        os.waitpid(pid, 0)  # our child when create fails: reap it
+    except ChildProcessError:
+        wait_for_exit(pid, start_time, timeout=10.0)
+
+
+def _now_rfc3339() -> str:
+    import time
+
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+__all__ = ["DEFAULT_ROOT", "Runtime", "read_start_time"]

@@ -1,0 +1,157 @@
+"""The Linux backend: the parent's side of ``create``.
+
+``create`` forks the init directly (no re-exec of the runtime, so no second
+interpreter start-up and no runtime binary for a container to reach, cf.
+CVE-2019-5736). Before the fork the parent enters the container's pid namespace for
+its children (``unshare(CLONE_NEWPID)`` or ``setns`` on a given path) so the child is
+born as its pid 1, then returns to its own. The child reports over a pipe: one JSON
+line, ``{"ready": true}`` or ``{"error": "..."}``. On error or silence the parent
+kills and reaps the child and raises :class:`~corral.errors.CreateError`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from corral.backend import Backend, CreatedInit
+from corral.errors import ConfigError, CreateError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from corral.backend import CreateRequest
+    from corral.core.state import Record
+
+
+class LinuxBackend(Backend):
+    platform = "linux"
+
+    def check(self, request: CreateRequest) -> None:
+        from corral.linux.check import check_config
+
+        check_config(request)
+
+    def create(self, request: CreateRequest) -> CreatedInit:
+        from corral.linux import syscalls as sc_
+
+        sc = sc_.Syscalls()
+        spec = request.spec
+        assert spec.linux is not None
+        ns_fds = _open_namespace_paths(spec.linux.namespaces)
+        pid_ns = spec.linux.namespace("pid")
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            if pid_ns is not None and pid_ns.path:
+                sc.setns(ns_fds.pop("pid"), sc_.CLONE_NEWPID, pid_ns.path)
+            elif pid_ns is not None:
+                sc.unshare(sc_.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:  # the container's init
+                os.close(read_fd)
+                from corral.linux.init import run_init
+
+                run_init(sc, request, write_fd, ns_fds)
+            if pid_ns is not None:
+                sc.setns(own_pid_ns, sc_.CLONE_NEWPID, "/proc/self/ns/pid")
+        finally:
+            os.close(own_pid_ns)
+            os.close(write_fd)
+            for fd in ns_fds.values():
+                os.close(fd)
+        try:
+            answer = _read_answer(read_fd)
+        finally:
+            os.close(read_fd)
+        if answer.get("ready") is not True:
+            _reap(pid)
+            message = answer.get("error") or "container init exited during setup"
+            raise CreateError(str(message))
+        from corral.core.procinfo import read_start_time
+
+        start_time = read_start_time(pid)
+        if start_time is None:
+            _reap(pid)
+            raise CreateError("container init exited during setup")
+        return CreatedInit(pid, start_time, {"ownPidNamespace": bool(pid_ns and not pid_ns.path)})
+
+    def processes(self, record: Record) -> list[int]:
+        from corral.core.procinfo import children_of
+
+        if record.extra.get("ownPidNamespace"):
+            return [record.pid, *_same_pid_namespace(record.pid)]
+        return [record.pid, *children_of(record.pid)]
+
+    def destroy(self, record: Record) -> None:
+        # Every mount lives in the container's own mount namespace and goes with it;
+        # cgroups (issue 5) and hooks (issue 4) will add work here.
+        return None
+
+
+def _open_namespace_paths(namespaces: list[object]) -> dict[str, int]:
+    """Open each namespace given by path now, so a bad path fails before the fork."""
+    from corral.spec.model import Namespace
+
+    fds: dict[str, int] = {}
+    for index, ns in enumerate(namespaces):
+        assert isinstance(ns, Namespace)
+        if not ns.path:
+            continue
+        try:
+            fds[ns.type] = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            for fd in fds.values():
+                os.close(fd)
+            raise ConfigError(
+                f"linux.namespaces[{index}].path", f"{ns.path}: {error.strerror}"
+            ) from None
+    return fds
+
+
+def _read_answer(fd: int) -> dict[str, object]:
+    from corral.core import jsonio
+
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    data = b"".join(chunks).strip()
+    if not data:
+        return {}
+    try:
+        answer = jsonio.loads(data.splitlines()[-1])
+    except ValueError:
+        return {"error": data.decode(errors="replace")}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _same_pid_namespace(init_pid: int) -> list[int]:
+    """Processes (other than init) that live in init's pid namespace."""
+    try:
+        target = os.readlink(f"/proc/{init_pid}/ns/pid")
+    except OSError:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == init_pid:
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") == target:
+                found.append(int(name))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,109 @@
+"""What the Linux backend refuses before it creates anything.
+
+The spec model parses every field it knows; this module turns the ones corral does
+not apply yet into :class:`~corral.errors.UnsupportedError` naming the field, so a
+config is never half-applied. The table says which issue brings each field.
+Unknown fields are not here: the spec requires runtimes to ignore them.
+"""
+
+from __future__ import annotations
+
+from corral.errors import ConfigError, UnsupportedError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from corral.backend import CreateRequest
+    from corral.spec.model import Spec
+
+# JSON path -> why it is refused (the issue that implements it).
+NOT_YET = {
+    "hooks": "hooks come with issue 4",
+    "process.terminal": "terminals come with issue 4",
+    "process.consoleSize": "terminals come with issue 4",
+    "process.apparmorProfile": "issue 4",
+    "process.selinuxLabel": "issue 4",
+    "process.scheduler": "issue 4",
+    "process.ioPriority": "issue 4",
+    "process.execCPUAffinity": "issue 4",
+    "process.user.username": "a Windows field",
+    "process.commandLine": "a Windows field",
+    "linux.uidMappings": "user namespaces come with issue 4",
+    "linux.gidMappings": "user namespaces come with issue 4",
+    "linux.timeOffsets": "time namespaces come with issue 4",
+    "linux.devices": "issue 4",
+    "linux.netDevices": "issue 4",
+    "linux.personality": "issue 4",
+    "linux.mountLabel": "issue 4",
+    "linux.intelRdt": "issue 4",
+    "linux.memoryPolicy": "issue 4",
+    "linux.cgroupsPath": "cgroups come with issue 5",
+    "linux.resources": "cgroups come with issue 5",
+    "linux.seccomp": "seccomp comes with issue 6",
+    "solaris": "a Solaris section on a Linux host",
+    "windows": "a Windows section on a Linux host",
+    "vm": "virtual-machine containers are not supported",
+    "zos": "a z/OS section on a Linux host",
+    "freebsd": "a FreeBSD section on a Linux host",
+}
+# Namespaces the Linux backend can create or join today.
+SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+
+
+def _is_set(value: object) -> bool:
+    """Absent, null, false, "" and empty containers ask for nothing."""
+    return value not in (None, False, "", 0, [], {})
+
+
+def _lookup(document: dict[str, object], path: str) -> object:
+    value: object = document
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def check_unsupported(spec: Spec) -> None:
+    for path, why in NOT_YET.items():
+        if _is_set(_lookup(spec.raw, path)):
+            raise UnsupportedError(path, why)
+
+
+def check_namespaces(spec: Spec) -> None:
+    linux = spec.linux
+    namespaces = linux.namespaces if linux else []
+    for index, ns in enumerate(namespaces):
+        if ns.type not in SUPPORTED_NAMESPACES:
+            raise UnsupportedError(
+                f"linux.namespaces[{index}].type",
+                f'"{ns.type}" namespaces come with issue 4',
+            )
+    types = {ns.type: ns for ns in namespaces}
+    if spec.hostname and (types.get("uts") is None or types["uts"].path):
+        raise ConfigError("hostname", "setting a hostname needs a new uts namespace")
+    if spec.domainname and (types.get("uts") is None or types["uts"].path):
+        raise ConfigError("domainname", "setting a domainname needs a new uts namespace")
+    mount = types.get("mount")
+    if mount is None or mount.path:
+        # runc refuses too: mounting the rootfs in the host's namespace would leak mounts.
+        raise ConfigError("linux.namespaces", "a new mount namespace is required")
+
+
+def check_config(request: CreateRequest) -> None:
+    """Everything the Linux backend verifies before it forks."""
+    from corral.linux.credentials import check_process
+    from corral.linux.mountopts import check_mounts
+
+    spec = request.spec
+    if spec.linux is None:
+        raise ConfigError("linux", "required on a Linux host")
+    if spec.process is None:
+        raise ConfigError("process", "required field is missing")
+    check_unsupported(spec)
+    check_namespaces(spec)
+    check_mounts(spec, request.bundle)
+    check_process(spec)
+    if request.console_socket:
+        raise ConfigError(
+            "", "--console-socket given but process.terminal is false; nothing to send"
+        )
