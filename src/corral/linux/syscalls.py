@@ -243,3 +243,56 @@ class Syscalls:
             "openat2", c.c_int(dirfd), self._b(path), c.byref(how), c.c_size_t(c.sizeof(how))
         )
         return self._check(result, "open", path)
+
+    # -- credentials (os wrappers: here so a recording fake sees them in order) ---------
+
+    def setgroups(self, gids: list[int]) -> None:
+        os.setgroups(gids)
+
+    def setresgid(self, rgid: int, egid: int, sgid: int) -> None:
+        os.setresgid(rgid, egid, sgid)
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> None:
+        os.setresuid(ruid, euid, suid)
+
+    def umask(self, mask: int) -> None:
+        os.umask(mask)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def close_range(self, first: int, last: int, flags: int) -> None:
+        """close_range(2): Linux 5.9 (CLOSE_RANGE_CLOEXEC 5.11), glibc 2.34."""
+        fn = getattr(self._libc, "close_range", None)
+        if fn is None:
+            raise OSError(38, "close_range: not in this C library")
+        c = self._ctypes
+        self._check(fn(c.c_uint(first), c.c_uint(last), c.c_int(flags)), "close_range", str(first))
+
+    # -- root filesystem (corral.linux.rootfs) ------------------------------------------
+
+    def mount_setattr(
+        self, dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int
+    ) -> None:
+        """mount_setattr(2), Linux 5.12: syscall 442 on every architecture but alpha."""
+        c = self._ctypes
+
+        class MountAttr(c.Structure):
+            _fields_ = (
+                ("attr_set", c.c_uint64),
+                ("attr_clr", c.c_uint64),
+                ("propagation", c.c_uint64),
+                ("userns_fd", c.c_uint64),
+            )
+
+        attr = MountAttr(attr_set, attr_clr, 0, 0)
+        fn = self._libc.syscall
+        fn.restype = c.c_long
+        result = int(
+            fn(c.c_long(442), c.c_int(dirfd), self._b(path), c.c_uint(flags), c.byref(attr),
+               c.c_size_t(c.sizeof(attr)))
+        )  # fmt: skip
+        self._check(result, "mount_setattr", path)
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
