@@ -13,7 +13,7 @@ import _json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
 
 class JSONError(ValueError):
@@ -27,7 +27,7 @@ class _Context:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    memo: dict[str, Any] = {}
+    memo: ClassVar[dict[str, Any]] = {}
 
     @staticmethod
     def parse_constant(name: str) -> float:

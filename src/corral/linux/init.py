@@ -31,21 +31,28 @@ if TYPE_CHECKING:
     from corral.linux.syscalls import Syscalls
 
 
-def run_init(sc: Syscalls, request: CreateRequest, sync_fd: int, ns_fds: dict[str, int]) -> NoReturn:
+def run_init(
+    sc: Syscalls, request: CreateRequest, sync_fd: int, ns_fds: dict[str, int]
+) -> NoReturn:
     """Set the container up, report to the parent over ``sync_fd``, wait, exec."""
     try:
+        from corral.linux.execute import exec_process, resolve_executable
+
         state_fd = _prepare(sc, request, ns_fds)
+        assert request.spec.process is not None
+        # Find the program now, so a missing one fails `create`, not the later `start`.
+        executable = resolve_executable(request.spec.process)
         os.write(sync_fd, b'{"ready": true}\n')
         os.close(sync_fd)
+        sync_fd = -1  # from here on, errors go to the container's stderr
         from corral.core.fifo import signal_start
 
         signal_start(state_fd, request.fifo_name)
         os.close(state_fd)
-        from corral.linux.execute import exec_process
-
-        assert request.spec.process is not None
-        exec_process(request.spec.process, preserve_fds=request.preserve_fds)
-    except BaseException as error:  # noqa: BLE001 - everything must reach the parent
+        exec_process(
+            request.spec.process, preserve_fds=request.preserve_fds, executable=executable
+        )
+    except BaseException as error:
         _report(sync_fd, error)
     os._exit(1)
 
@@ -111,6 +118,9 @@ def _report(sync_fd: int, error: BaseException) -> None:
     else:
         message = f"{type(error).__name__}: {error}"
     try:
-        os.write(sync_fd, (jsonio.dumps({"error": message}) + "\n").encode())
+        if sync_fd >= 0:
+            os.write(sync_fd, (jsonio.dumps({"error": message}) + "\n").encode())
+        else:
+            os.write(2, f"corral: {message}\n".encode())
     except OSError:
         pass
