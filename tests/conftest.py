@@ -95,16 +95,16 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_bundle(
-    tmp_path: Path, busybox_rootfs: Path
-) -> Callable[..., Path]:
+def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
     """``make_bundle(args, **overrides)``: a bundle dir whose config runs ``args``.
 
     ``overrides`` is a dict merged into the default config (a value of None deletes the key);
     ``process`` and ``linux`` are merged one level deep.
     """
 
-    def make(args: list[str] | None = None, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    def make(
+        args: list[str] | None = None, edit: Callable[[dict[str, Any]], None] | None = None
+    ) -> Path:
         import json
 
         from corral.spec.default import default_spec
