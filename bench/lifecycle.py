@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -281,27 +282,47 @@ class Runtime:
         # wait for it. Files cost the same for both runtimes.
         out_path = os.path.join(scratch, "stdout")
         err_path = os.path.join(scratch, "stderr")
-        with open(out_path, "w+b") as out, open(err_path, "w+b") as err:
-            start = time.perf_counter()
+        with (
+            open(out_path, "w+b") as out,
+            open(err_path, "w+b") as err,
+            open(os.devnull, "rb") as null,
+        ):
+            running: list[subprocess.Popen[bytes]] = []
+            fired: list[bool] = []
+
+            def on_timeout() -> None:
+                fired.append(True)
+                for p in running:
+                    p.kill()
+
+            # A watchdog thread rather than wait(timeout=...): with a timeout, Python
+            # polls the child with sleeps that double from 0.5 ms, which would round every
+            # duration up to 3.5, 7.5, 15.5, 31.5 ms. wait() blocks in waitpid(2) instead
+            # and returns the moment the runtime exits. The thread starts before the clock.
+            watchdog = threading.Timer(COMMAND_TIMEOUT_S, on_timeout)
+            watchdog.start()
             try:
-                proc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    timeout=COMMAND_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as e:
-                raise BenchError(f"{shlex.join(argv)}: timed out after {e.timeout} s") from e
-            elapsed = time.perf_counter() - start
+                start = time.perf_counter()
+                try:
+                    proc = subprocess.Popen(argv, stdin=null, stdout=out, stderr=err)
+                except OSError as e:
+                    raise BenchError(f"{shlex.join(argv)}: cannot execute: {e}") from e
+                running.append(proc)
+                if fired:
+                    proc.kill()
+                returncode = proc.wait()
+                elapsed = time.perf_counter() - start
+            finally:
+                watchdog.cancel()
+            if fired:
+                raise BenchError(f"{shlex.join(argv)}: killed after {COMMAND_TIMEOUT_S} s")
             out.seek(0)
             err.seek(0)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
-        if check and proc.returncode != 0:
+        if check and returncode != 0:
             raise BenchError(
-                f"{shlex.join(argv)}: exit status {proc.returncode}\n"
+                f"{shlex.join(argv)}: exit status {returncode}\n"
                 f"stderr: {stderr.strip() or '(empty)'}\nstdout: {stdout.strip() or '(empty)'}"
             )
         return elapsed, stdout
@@ -332,9 +353,12 @@ class Runtime:
             try:
                 self.call(scratch, "delete", "--force", container_id)
             except (BenchError, OSError) as e:
-                problems.append(str(e).splitlines()[0])
-            else:
-                self.live.discard(container_id)
+                # A step that failed before the container existed leaves nothing to
+                # delete; runc (and corral, which keeps its messages) says so.
+                if "does not exist" not in str(e):
+                    problems.append("; ".join(str(e).splitlines()[:2]))
+                    continue
+            self.live.discard(container_id)
         return problems
 
 

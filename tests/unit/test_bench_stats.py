@@ -12,6 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,54 @@ def test_make_bundle_lays_out_rootfs_and_config(tmp_path: Path) -> None:
     config = json.loads((Path(bundle) / "config.json").read_text())
     assert config["process"]["args"] == ["/bin/true"]
     assert config["root"]["path"] == "rootfs"
+
+
+def fake_runtime(tmp_path: Path, script: str) -> Any:
+    """A Runtime whose command is a shell script; the runtime's arguments land in "$@"."""
+    return lifecycle.Runtime("fake", ["sh", "-c", script, "fake"], str(tmp_path / "root"))
+
+
+def test_call_returns_stdout_and_passes_root_before_the_subcommand(tmp_path: Path) -> None:
+    rt = fake_runtime(tmp_path, 'echo "$@"')
+    elapsed, stdout = rt.call(str(tmp_path), "state", "c1")
+    assert stdout == f"--root {tmp_path / 'root'} state c1\n"
+    assert 0 < elapsed < 10
+
+
+def test_call_failure_names_the_command_and_shows_stderr(tmp_path: Path) -> None:
+    rt = fake_runtime(tmp_path, "echo 'container does not exist' >&2; exit 3")
+    with pytest.raises(lifecycle.BenchError) as info:
+        rt.call(str(tmp_path), "delete", "c1")
+    message = str(info.value)
+    assert "delete c1: exit status 3" in message
+    assert "stderr: container does not exist" in message
+
+
+def test_call_kills_a_hung_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "COMMAND_TIMEOUT_S", 0.2)
+    rt = fake_runtime(tmp_path, "exec sleep 30")
+    with pytest.raises(lifecycle.BenchError, match=r"killed after 0\.2 s"):
+        rt.call(str(tmp_path), "start", "c1")
+
+
+def test_cleanup_force_deletes_live_containers_and_tolerates_missing_ones(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    script = f'echo "$@" >> {log}; case "$5" in gone) echo "does not exist" >&2; exit 1;; esac'
+    rt = fake_runtime(tmp_path, script)
+    rt.live.update({"a", "gone"})
+    assert rt.cleanup(str(tmp_path)) == []
+    assert rt.live == set()
+    assert sorted(log.read_text().split("\n")[:-1]) == [
+        f"--root {tmp_path / 'root'} delete --force a",
+        f"--root {tmp_path / 'root'} delete --force gone",
+    ]
+
+
+def test_cleanup_reports_other_failures_and_keeps_the_id(tmp_path: Path) -> None:
+    rt = fake_runtime(tmp_path, "echo 'device busy' >&2; exit 1")
+    rt.live.add("stuck")
+    problems = rt.cleanup(str(tmp_path))
+    assert len(problems) == 1
+    assert "delete --force stuck: exit status 1" in problems[0]
+    assert "device busy" in problems[0]
+    assert rt.live == {"stuck"}
