@@ -57,8 +57,21 @@ def run_init(
     os._exit(1)
 
 
+def _preload() -> None:
+    """Import now what runs after pivot_root: from then on the host's stdlib is gone."""
+    import resource  # noqa: F401 - used by Syscalls.prlimit
+
+    import corral.core.fifo
+    import corral.core.jsonio
+    import corral.errors
+    import corral.linux.capabilities
+    import corral.linux.execute  # noqa: F401
+
+
 def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> int:
     from corral.linux import credentials, rlimits, rootfs, sysctl
+
+    _preload()
 
     spec = request.spec
     assert spec.process is not None and spec.linux is not None
