@@ -121,7 +121,9 @@ def _convert(flag: Flag, value: str, item: str) -> object:
         try:
             return int(value)
         except ValueError:
-            raise UsageError(f'invalid value "{value}" for flag {item.split("=")[0]}') from None
+            raise UsageError(
+                f'invalid value "{value}" for flag {item.split("=", maxsplit=1)[0]}'
+            ) from None
     return value
 
 

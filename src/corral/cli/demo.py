@@ -46,14 +46,13 @@ def is_static_elf(path: str) -> bool:
         if header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit ELF only
             return False
         endian = "<" if header[5] == 1 else ">"
-        phoff, = struct.unpack_from(endian + "Q", header, 32)
+        (phoff,) = struct.unpack_from(endian + "Q", header, 32)
         phentsize, phnum = struct.unpack_from(endian + "HH", header, 54)
         file.seek(phoff)
         table = file.read(phentsize * phnum)
     pt_interp = 3
     return all(
-        struct.unpack_from(endian + "I", table, i * phentsize)[0] != pt_interp
-        for i in range(phnum)
+        struct.unpack_from(endian + "I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
     )
 
 

@@ -19,7 +19,9 @@ GLOBAL_FLAGS = [
     Flag("log-format", value=True, default="text", help="text or json"),
     Flag("debug", help="debug output, tracebacks on errors"),
     Flag("systemd-cgroup", help="use systemd for cgroups (not supported yet)"),
-    Flag("rootless", value=True, default="auto", help="ignored: rootless mode is not supported yet"),
+    Flag(
+        "rootless", value=True, default="auto", help="ignored: rootless mode is not supported yet"
+    ),
     Flag("criu", value=True, help="ignored (checkpointing is not supported)"),
     Flag("version,v", help="print the version"),
     Flag("help,h", help="show help"),
@@ -158,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         # An OS failure that no layer turned into a CorralError: still one line.
         logger.error(error.strerror or str(error))
+        if logger.debug_enabled:
+            import traceback
+
+            traceback.print_exc()
+        return 1
+    except Exception as error:  # a bug in corral: still one line, the details with --debug
+        logger.error(f"internal error: {type(error).__name__}: {error} (run with --debug)")
         if logger.debug_enabled:
             import traceback
 

@@ -21,7 +21,5 @@ def validate_id(container_id: str) -> str:
         raise InvalidIdError(f"invalid container id: longer than {MAX_ID_LENGTH} characters")
     if container_id in (".", "..") or not _ALLOWED.issuperset(container_id):
         shown = container_id.encode("unicode_escape").decode("ascii")
-        raise InvalidIdError(
-            f'invalid container id "{shown}": use only letters, digits and "_.+-"'
-        )
+        raise InvalidIdError(f'invalid container id "{shown}": use only letters, digits and "_.+-"')
     return container_id

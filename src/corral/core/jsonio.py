@@ -39,22 +39,35 @@ _WHITESPACE = " \t\n\r"
 
 
 def loads(text: str | bytes) -> Any:
-    """Decode one JSON document; raise :class:`JSONError` with the offset when malformed."""
+    """Decode one JSON document; raise :class:`JSONError` saying where it is malformed."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     index = _skip(text, 0)
     try:
         value, end = _scan(text, index)
-    except StopIteration as stop:
-        raise JSONError(f"invalid JSON at offset {stop.value}") from None
-    except ValueError as error:  # _json reports bad escapes and control characters this way
-        raise JSONError(str(error).split(":")[0] + f" (offset {index})") from None
+    except JSONError:
+        raise
+    except (StopIteration, ValueError, SystemError):
+        # _json formats its messages with json.decoder.JSONDecodeError, which it only finds
+        # if json is already imported (else CPython 3.11 raises SystemError). Errors are
+        # rare: let json itself say where the document is wrong.
+        _explain(text)
+        raise JSONError(f"invalid JSON at offset {index}") from None
     finally:
         _Context.memo.clear()
     end = _skip(text, end)
     if end != len(text):
         raise JSONError(f"extra data at offset {end}")
     return value
+
+
+def _explain(text: str) -> None:
+    import json
+
+    try:
+        json.loads(text, parse_constant=_Context.parse_constant)
+    except json.JSONDecodeError as error:
+        raise JSONError(str(error)) from None
 
 
 def _skip(text: str, index: int) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from corral import OCI_VERSION
 from corral.core import state as st
 from corral.core.ids import validate_id
 from corral.core.procinfo import is_alive, read_start_time, wait_for_exit
@@ -140,9 +141,9 @@ class Runtime:
             id=container_id,
             bundle=bundle,
             rootfs=request.rootfs,
-            oci_version=spec.oci_version,
+            oci_version=OCI_VERSION,  # the version the state complies with: corral's
             created=_now_rfc3339(),
-            owner="" if os.geteuid() == 0 else str(os.geteuid()),
+            owner=_user_name(os.geteuid()),
             annotations=spec.annotations,
         )
         init = None
@@ -295,6 +296,15 @@ def _kill_and_wait(pid: int, start_time: int) -> None:
         os.waitpid(pid, 0)  # our child when create fails: reap it
     except ChildProcessError:
         wait_for_exit(pid, start_time, timeout=10.0)
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _now_rfc3339() -> str:
