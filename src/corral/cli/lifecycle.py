@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 def _bundle(parsed: Parsed) -> str:
-    import os
+    from corral.core import fastos
 
-    return parsed.text("bundle") or os.getcwd()
+    return parsed.text("bundle") or fastos.getcwd()
 
 
 def cmd_create(root: str, parsed: Parsed) -> int:

@@ -9,8 +9,9 @@ logrus's ``time="..." level=error msg="..."``. Errors also go to stderr as one
 
 from __future__ import annotations
 
-import os
 import sys
+
+from corral.core import fastos
 
 
 class Logger:
@@ -51,11 +52,15 @@ class Logger:
         else:
             line = f"time={jsonio.dumps(stamp)} level={level} msg={jsonio.dumps(message)}"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = fastos.open(
+                self.path,
+                fastos.O_WRONLY | fastos.O_APPEND | fastos.O_CREAT | fastos.O_CLOEXEC,
+                0o640,
+            )
         except OSError as error:
             sys.stderr.write(f"corral: cannot open log {self.path}: {error.strerror}\n")
             return
         try:
-            os.write(fd, (line + "\n").encode())
+            fastos.write(fd, (line + "\n").encode())
         finally:
-            os.close(fd)
+            fastos.close(fd)

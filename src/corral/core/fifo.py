@@ -10,8 +10,7 @@ container's status is "running". If the init dies instead, no byte ever comes, s
 
 from __future__ import annotations
 
-import os
-
+from corral.core import fastos
 from corral.errors import IllegalStateError
 
 TYPE_CHECKING = False
@@ -21,8 +20,8 @@ if TYPE_CHECKING:
 
 def make_fifo(path: str) -> None:
     # 0622: only root (the runtime) reads; the init may write after dropping privileges.
-    os.mkfifo(path, 0o622)
-    os.chmod(path, 0o622)  # mkfifo honours the umask
+    fastos.mkfifo(path, 0o622)
+    fastos.chmod(path, 0o622)  # mkfifo honours the umask
 
 
 def release_init(path: str, init_alive: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -30,7 +29,7 @@ def release_init(path: str, init_alive: Callable[[], bool], timeout: float = 30.
     import select
     import time
 
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = fastos.open(path, fastos.O_RDONLY | fastos.O_NONBLOCK | fastos.O_CLOEXEC)
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -39,7 +38,7 @@ def release_init(path: str, init_alive: Callable[[], bool], timeout: float = 30.
             # POLLHUP is only raised for a reader after a writer has come and gone
             # (pipe_poll in fs/pipe.c), so an empty wait means "not yet".
             if poller.poll(50):
-                data = os.read(fd, 1)
+                data = fastos.read(fd, 1)
                 if data:
                     break
                 raise IllegalStateError("container init exited before it could be started")
@@ -48,14 +47,14 @@ def release_init(path: str, init_alive: Callable[[], bool], timeout: float = 30.
             if time.monotonic() > deadline:
                 raise IllegalStateError("container init did not answer the start request")
     finally:
-        os.close(fd)
-    os.unlink(path)
+        fastos.close(fd)
+    fastos.unlink(path)
 
 
 def signal_start(dir_fd: int, name: str) -> None:
     """Init side: block until ``start`` opens the fifo, then hand it the byte."""
-    fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    fd = fastos.open(name, fastos.O_WRONLY | fastos.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        os.write(fd, b"0")
+        fastos.write(fd, b"0")
     finally:
-        os.close(fd)
+        fastos.close(fd)

@@ -34,7 +34,8 @@ class _Context:
         raise JSONError(f"{name} is not valid JSON")
 
 
-_scan = _json.make_scanner(_Context())
+# typeshed types the argument as a JSONDecoder; _json only reads the attributes above.
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
 _WHITESPACE = " \t\n\r"
 
 

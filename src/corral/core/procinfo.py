@@ -10,7 +10,7 @@ Linux one, which the FreeBSD backend replaces with ``kinfo_proc``.
 
 from __future__ import annotations
 
-import os
+from corral.core import fastos
 
 
 def read_stat(pid: int) -> tuple[str, int, int] | None:
@@ -55,7 +55,7 @@ def wait_for_exit(pid: int, start_time: int, timeout: float) -> bool:
 def children_of(root_pid: int) -> list[int]:
     """Every live descendant of ``root_pid`` (by walking parent links in /proc)."""
     parents: dict[int, int] = {}
-    for name in os.listdir("/proc"):
+    for name in fastos.listdir("/proc"):
         if name.isdigit():
             stat = read_stat(int(name))
             if stat is not None and stat[0] not in ("Z", "X"):

@@ -9,7 +9,7 @@ The exit status is the program's, or 128 + the signal number that killed it.
 
 from __future__ import annotations
 
-import os
+from corral.core import fastos
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,13 +48,13 @@ def run_container(
 def _wait(pid: int) -> int:
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = fastos.waitpid(pid, 0)
         except ChildProcessError:
             return 255
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
+        if fastos.WIFEXITED(status):
+            return fastos.WEXITSTATUS(status)
+        if fastos.WIFSIGNALED(status):
+            return 128 + fastos.WTERMSIG(status)
 
 
 def _forward_signals(pid: int) -> dict[int, object]:
@@ -62,7 +62,7 @@ def _forward_signals(pid: int) -> dict[int, object]:
 
     def forward(number: int, _frame: object) -> None:
         try:
-            os.kill(pid, number)
+            fastos.kill(pid, number)
         except ProcessLookupError:
             pass
 

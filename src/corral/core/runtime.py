@@ -17,9 +17,8 @@ undoes its work, and the state directory is removed.
 
 from __future__ import annotations
 
-import os
-
 from corral import OCI_VERSION
+from corral.core import fastos
 from corral.core import state as st
 from corral.core.ids import validate_id
 from corral.core.procinfo import is_alive, read_start_time, wait_for_exit
@@ -71,7 +70,7 @@ class Runtime:
         if not is_alive(record.pid, record.start_time):
             return st.STOPPED
         fifo = f"{self.store.directory(record.id)}/{st.FIFO_NAME}"
-        return st.CREATED if os.path.exists(fifo) else st.RUNNING
+        return st.CREATED if fastos.exists(fifo) else st.RUNNING
 
     def state(self, container_id: str) -> dict[str, Any]:
         """The container's state as runc prints it (a superset of the OCI state)."""
@@ -120,7 +119,7 @@ class Runtime:
         from corral.backend import CreateRequest
 
         validate_id(container_id)
-        bundle = os.path.abspath(bundle)
+        bundle = fastos.absolute(bundle)
         spec = load_bundle_config(bundle)
         request = CreateRequest(
             container_id=container_id,
@@ -143,7 +142,7 @@ class Runtime:
             rootfs=request.rootfs,
             oci_version=OCI_VERSION,  # the version the state complies with: corral's
             created=_now_rfc3339(),
-            owner=_user_name(os.geteuid()),
+            owner=_user_name(fastos.geteuid()),
             annotations=spec.annotations,
         )
         init = None
@@ -198,7 +197,7 @@ class Runtime:
             targets = self.backend.processes(record) if all else [record.pid]
             for pid in targets:
                 try:
-                    os.kill(pid, signal)
+                    fastos.kill(pid, signal)
                 except ProcessLookupError:
                     if pid == record.pid and not all:
                         raise ContainerNotRunningError() from None
@@ -232,7 +231,7 @@ class Runtime:
                 victims = self.backend.processes(record)
                 for pid in victims:
                     try:
-                        os.kill(pid, SIGKILL)
+                        fastos.kill(pid, SIGKILL)
                     except ProcessLookupError:
                         pass
                 if not wait_for_exit(record.pid, record.start_time, timeout=10.0):
@@ -253,7 +252,7 @@ def load_bundle_config(bundle: str) -> Spec:
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError:
-        if not os.path.isdir(bundle):
+        if not fastos.is_dir(bundle):
             raise BundleError(f"bundle {bundle}: no such directory") from None
         raise BundleError(f"bundle {bundle}: config.json: no such file") from None
     except OSError as error:
@@ -269,31 +268,35 @@ def resolve_rootfs(spec: Spec, bundle: str) -> str:
     """``root.path``, relative to the bundle unless absolute; it must be a directory."""
     if spec.root is None:
         raise ConfigError("root", "required field is missing")
+    import os
+
     path = spec.root.path
     rootfs = os.path.normpath(path if path.startswith("/") else f"{bundle}/{path}")
-    if not os.path.isdir(rootfs):
-        reason = "is not a directory" if os.path.exists(rootfs) else "does not exist"
+    if not fastos.is_dir(rootfs):
+        reason = "is not a directory" if fastos.exists(rootfs) else "does not exist"
         raise ConfigError("root.path", f"root filesystem {rootfs} {reason}")
     return os.path.realpath(rootfs)
 
 
 def write_pid_file(path: str, pid: int) -> None:
     """Write the pid atomically, as clients read it as soon as create returns."""
-    path = os.path.abspath(path)
-    temporary = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}"
+    import os
+
+    path = fastos.absolute(path)
+    temporary = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{fastos.getpid()}"
     with open(temporary, "w") as file:
         file.write(str(pid))
-    os.rename(temporary, path)
+    fastos.rename(temporary, path)
 
 
 def _kill_and_wait(pid: int, start_time: int) -> None:
     if is_alive(pid, start_time):
         try:
-            os.kill(pid, SIGKILL)
+            fastos.kill(pid, SIGKILL)
         except ProcessLookupError:
             return
     try:
-        os.waitpid(pid, 0)  # our child when create fails: reap it
+        fastos.waitpid(pid, 0)  # our child when create fails: reap it
     except ChildProcessError:
         wait_for_exit(pid, start_time, timeout=10.0)
 

@@ -17,9 +17,7 @@ duration, so two ``start`` calls cannot both release the init.
 
 from __future__ import annotations
 
-import os
-
-from corral.core import jsonio
+from corral.core import fastos, jsonio
 from corral.core.ids import validate_id
 from corral.errors import ContainerExistsError, ContainerNotFoundError, StateError
 
@@ -119,7 +117,7 @@ class StateStore:
     """The runtime root directory (``--root``, default ``/run/corral``)."""
 
     def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
+        self.root = fastos.absolute(root)
 
     def directory(self, container_id: str) -> str:
         return f"{self.root}/{validate_id(container_id)}"
@@ -128,20 +126,22 @@ class StateStore:
         """Create the container's directory; fail if the id is taken."""
         path = self.directory(container_id)
         try:
-            os.mkdir(path, 0o711)
+            fastos.mkdir(path, 0o711)
         except FileExistsError:
             raise ContainerExistsError(container_id) from None
         except FileNotFoundError:
             # First use of this root: make it private (runc uses 0700 too).
+            import os
+
             os.makedirs(self.root, 0o700, exist_ok=True)
             try:
-                os.mkdir(path, 0o711)
+                fastos.mkdir(path, 0o711)
             except FileExistsError:
                 raise ContainerExistsError(container_id) from None
         return path
 
     def exists(self, container_id: str) -> bool:
-        return os.path.isdir(self.directory(container_id))
+        return fastos.is_dir(self.directory(container_id))
 
     def load(self, container_id: str) -> Record:
         path = self.directory(container_id) + "/" + STATE_FILE
@@ -149,7 +149,7 @@ class StateStore:
             with open(path, "rb") as file:
                 data = file.read()
         except FileNotFoundError:
-            if os.path.isdir(self.directory(container_id)):
+            if fastos.is_dir(self.directory(container_id)):
                 # Claimed but the record is not written yet: create is under way.
                 raise StateError(f"container {container_id} is being created") from None
             raise ContainerNotFoundError(container_id) from None
@@ -161,28 +161,33 @@ class StateStore:
     def save(self, record: Record) -> None:
         """Replace the record atomically."""
         directory = self.directory(record.id)
-        temporary = f"{directory}/.{STATE_FILE}.{os.getpid()}"
+        temporary = f"{directory}/.{STATE_FILE}.{fastos.getpid()}"
         data = jsonio.dumps(record.to_json()).encode()
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = fastos.open(
+            temporary, fastos.O_WRONLY | fastos.O_CREAT | fastos.O_TRUNC | fastos.O_CLOEXEC, 0o600
+        )
         try:
-            os.write(fd, data)
+            fastos.write(fd, data)
         finally:
-            os.close(fd)
-        os.rename(temporary, f"{directory}/{STATE_FILE}")
+            fastos.close(fd)
+        fastos.rename(temporary, f"{directory}/{STATE_FILE}")
 
     def ids(self) -> list[str]:
         try:
-            names = os.listdir(self.root)
+            names = fastos.listdir(self.root)
         except FileNotFoundError:
             return []
-        return sorted(name for name in names if os.path.isdir(f"{self.root}/{name}"))
+        return sorted(name for name in names if fastos.is_dir(f"{self.root}/{name}"))
 
     def lock(self, container_id: str) -> int:
         """Take the container's exclusive lock; release it with :meth:`unlock`."""
         import fcntl
 
         try:
-            fd = os.open(self.directory(container_id), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = fastos.open(
+                self.directory(container_id),
+                fastos.O_RDONLY | fastos.O_DIRECTORY | fastos.O_CLOEXEC,
+            )
         except FileNotFoundError:
             raise ContainerNotFoundError(container_id) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -190,18 +195,18 @@ class StateStore:
 
     @staticmethod
     def unlock(fd: int) -> None:
-        os.close(fd)
+        fastos.close(fd)
 
     def remove(self, container_id: str) -> None:
         """Delete the container's directory and everything in it."""
         directory = self.directory(container_id)
         try:
-            names = os.listdir(directory)
+            names = fastos.listdir(directory)
         except FileNotFoundError:
             return
         for name in names:
             try:
-                os.unlink(f"{directory}/{name}")
+                fastos.unlink(f"{directory}/{name}")
             except IsADirectoryError:
                 import shutil
 
@@ -209,6 +214,6 @@ class StateStore:
             except FileNotFoundError:
                 pass
         try:
-            os.rmdir(directory)
+            fastos.rmdir(directory)
         except FileNotFoundError:
             pass
