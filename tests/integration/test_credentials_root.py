@@ -333,3 +333,27 @@ def test_bounding_drops_cover_every_capability_the_kernel_has() -> None:
         return read_status()
 
     assert mask(fields(in_child(body)), "CapBnd") == capability_mask(["CAP_KILL"])
+
+
+def test_privileged_config_gets_what_the_runtime_holds() -> None:
+    # A "privileged" config lists every capability; whatever the runtime itself lacks
+    # is left out with a warning instead of failing capset(2) (the spec's SHOULD NOT).
+    from corral.linux.capabilities import CAPABILITIES
+
+    every = [name for name, number in CAPABILITIES.items() if number <= cap_last_cap()]
+    sets = dict.fromkeys(("bounding", "effective", "permitted", "inheritable"), every)
+    with open("/proc/self/status") as f:
+        held = mask(fields(f.read()), "CapPrm")
+    process = make_process(caps=sets, uid=0, gid=0)
+
+    def body() -> str:
+        warnings: list[str] = []
+        apply_credentials(Syscalls(), process, warn=warnings.append)
+        return read_status() + f"Warnings:\t{len(warnings)}\n"
+
+    status = fields(in_child(body))
+    assert mask(status, "CapEff") == held
+    assert mask(status, "CapPrm") == held
+    assert mask(status, "CapInh") == capability_mask(every) & mask(status, "CapBnd")
+    missing = bin(capability_mask(every) & ~held).count("1")
+    assert int(status["Warnings"]) == missing  # one line per capability

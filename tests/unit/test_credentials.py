@@ -8,12 +8,19 @@ import pytest
 
 from corral.errors import ConfigError, CreateError
 from corral.linux import capabilities, credentials
-from corral.linux.credentials import apply_credentials, check_process, plan_credentials
+from corral.linux.credentials import (
+    ALL_CAPABILITIES,
+    Granted,
+    apply_credentials,
+    check_process,
+    plan_credentials,
+)
 from corral.linux.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
+    PR_CAPBSET_READ,
     PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
 )
@@ -48,17 +55,32 @@ def make_process(
 class RecordingSyscalls:
     """Same method names as Syscalls; records each call, fails the ones told to."""
 
-    def __init__(self, fail: dict[str, OSError] | None = None) -> None:
+    def __init__(
+        self,
+        fail: dict[str, OSError] | None = None,
+        held: int = ALL_CAPABILITIES,
+        held_inheritable: int = 0,
+        held_bounding: int = ALL_CAPABILITIES,
+    ) -> None:
         self.calls: list[tuple[object, ...]] = []
         self.fail = fail or {}
+        self.held = (held, held, held_inheritable)
+        self.held_bounding = held_bounding
+
+    def capget(self) -> tuple[int, int, int]:
+        self._record("capget")
+        return self.held
 
     def _record(self, name: str, *args: object) -> None:
         self.calls.append((name, *args))
-        if name in self.fail:
-            raise self.fail[name]
+        for key in (name, f"{name}:{args[0] if args else ''}"):
+            if key in self.fail:
+                raise self.fail[key]
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         self._record("prctl", option, arg2, arg3, arg4, arg5)
+        if option == PR_CAPBSET_READ:
+            return 1 if self.held_bounding & (1 << arg2) else 0
         return 0
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
@@ -89,6 +111,10 @@ def drops(keep: set[int], last: int = 40) -> list[tuple[object, ...]]:
     return [("prctl", PR_CAPBSET_DROP, n, 0, 0, 0) for n in range(last + 1) if n not in keep]
 
 
+def reads(last: int = 40) -> list[tuple[object, ...]]:
+    return [("prctl", PR_CAPBSET_READ, n, 0, 0, 0) for n in range(last + 1)]
+
+
 def run(process: Process, fake: RecordingSyscalls | None = None) -> RecordingSyscalls:
     fake = fake or RecordingSyscalls()
     apply_credentials(fake, process)  # type: ignore[arg-type]
@@ -113,6 +139,8 @@ def test_full_order_of_calls() -> None:
     )
     calls = run(process).calls
     assert calls == [
+        ("capget",),
+        *reads(),
         *drops({CHOWN, KILL, NET_BIND}),
         ("prctl", PR_SET_KEEPCAPS, 1, 0, 0, 0),
         ("setgroups", [5, 6]),
@@ -130,7 +158,7 @@ def test_full_order_of_calls() -> None:
 
 def test_no_capabilities_object_means_no_capabilities() -> None:
     calls = run(make_process(caps=None, uid=0, gid=0)).calls
-    assert calls[:41] == drops(set())
+    assert calls[1:83] == reads() + drops(set())
     assert ("capset", 0, 0, 0) in calls
     assert [c for c in calls if c[:3] == ("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)] == []
     # No umask, no no_new_privs unless asked; groups are always reset (host root's
@@ -145,7 +173,7 @@ def test_bounding_drops_follow_the_kernels_last_capability(
 ) -> None:
     monkeypatch.setattr(capabilities, "_last_cap", 37)
     calls = run(make_process(caps={"bounding": ["CAP_KILL"]})).calls
-    assert [c for c in calls if c[1] == PR_CAPBSET_DROP] == drops({KILL}, last=37)
+    assert [c for c in calls if c[1:2] == (PR_CAPBSET_DROP,)] == drops({KILL}, last=37)
 
 
 def test_plan_is_pure_and_names_each_step() -> None:
@@ -163,7 +191,10 @@ def test_plan_is_pure_and_names_each_step() -> None:
 def test_ambient_raised_once_each_in_order() -> None:
     names = ["CAP_KILL", "CAP_CHOWN", "CAP_KILL"]
     steps = plan_credentials(
-        make_process(caps={"permitted": names, "inheritable": names, "ambient": names}), 40
+        make_process(
+            caps={"bounding": names, "permitted": names, "inheritable": names, "ambient": names}
+        ),
+        40,
     )
     raised = [s.args[2] for s in steps if s.args[:2] == (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)]
     assert raised == [KILL, CHOWN]
@@ -178,7 +209,8 @@ def test_missing_cwd_is_reported_as_runc_does() -> None:
 
 
 def test_failed_bounding_drop_names_the_capability() -> None:
-    fake = RecordingSyscalls({"prctl": OSError(1, "prctl 24: Operation not permitted")})
+    drop = f"prctl:{PR_CAPBSET_DROP}"
+    fake = RecordingSyscalls({drop: OSError(1, "prctl 24: Operation not permitted")})
     with pytest.raises(CreateError) as info:
         run(make_process(), fake)
     assert str(info.value) == (
@@ -243,3 +275,71 @@ def test_check_process_covers_capabilities_rlimits_and_sysctl() -> None:
         with pytest.raises(ConfigError) as info:
             check_process(spec)
         assert info.value.path.startswith(prefix)
+
+
+def test_capabilities_the_runtime_lacks_are_left_out_with_a_warning() -> None:
+    # The spec: "Runtimes SHOULD NOT fail if the container configuration requests
+    # capabilities that cannot be granted" -- they MUST be logged as a warning.
+    names = ["CAP_CHOWN", "CAP_SYS_RESOURCE", "CAP_NET_BIND_SERVICE"]
+    process = make_process(
+        caps={
+            "bounding": names,
+            "effective": names,
+            "permitted": names,
+            "inheritable": ["CAP_SYS_RESOURCE", "CAP_NET_BIND_SERVICE"],
+            "ambient": ["CAP_SYS_RESOURCE", "CAP_NET_BIND_SERVICE"],
+        }
+    )
+    held = ALL_CAPABILITIES & ~(1 << 24)  # no CAP_SYS_RESOURCE, as in some sandboxes
+    warnings: list[str] = []
+    fake = RecordingSyscalls(held=held)
+    apply_credentials(fake, process, warn=warnings.append)  # type: ignore[arg-type]
+    # One line per capability, for the first set it is missing from.
+    assert warnings == [
+        "process.capabilities.permitted: CAP_SYS_RESOURCE cannot be granted (the runtime lacks it)"
+    ]
+    kept = 1 << CHOWN | 1 << NET_BIND
+    assert ("capset", kept, kept, 1 << 24 | 1 << NET_BIND) in fake.calls
+    raised = [c[3] for c in fake.calls if c[1:3] == (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)]
+    assert raised == [NET_BIND]
+
+
+def test_inheritable_is_limited_by_the_new_bounding_set() -> None:
+    # capset(2) refuses an inheritable capability outside the bounding set (and the
+    # caller's inheritable set).
+    granted = Granted(
+        Capabilities({"bounding": ["CAP_KILL"], "inheritable": ["CAP_KILL", "CAP_CHOWN"]}),
+        ALL_CAPABILITIES,
+        0,
+    )
+    assert granted.inheritable == 1 << KILL
+    assert granted.warnings == [
+        "process.capabilities.inheritable: CAP_CHOWN cannot be granted (not in the bounding set)"
+    ]
+    held_inh = Granted(Capabilities({"inheritable": ["CAP_CHOWN"]}), ALL_CAPABILITIES, 1)
+    assert held_inh.inheritable == 1 << CHOWN
+    assert held_inh.warnings == []
+
+
+def test_default_warning_goes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    process = make_process(caps={"permitted": ["CAP_KILL"]})
+    run(process, RecordingSyscalls(held=0))
+    assert capfd.readouterr().err == (
+        "corral: warning: process.capabilities.permitted: CAP_KILL cannot be granted "
+        "(the runtime lacks it)\n"
+    )
+
+
+def test_only_capabilities_still_in_the_bounding_set_are_dropped() -> None:
+    held_bounding = (1 << KILL) | (1 << CHOWN) | (1 << NET_BIND)
+    warnings: list[str] = []
+    fake = RecordingSyscalls(held_bounding=held_bounding)
+    process = make_process(caps={"bounding": ["CAP_KILL", "CAP_SYS_ADMIN"]})
+    apply_credentials(fake, process, warn=warnings.append)  # type: ignore[arg-type]
+    assert [c for c in fake.calls if c[1:2] == (PR_CAPBSET_DROP,)] == drops(
+        set(range(41)) - {CHOWN, NET_BIND}
+    )
+    assert warnings == [
+        "process.capabilities.bounding: CAP_SYS_ADMIN cannot be granted "
+        "(the runtime's bounding set lacks it)"
+    ]

@@ -3,7 +3,8 @@
 :func:`plan_credentials` turns ``process`` into the list of calls to make, in the order
 the kernel's rules impose (capabilities(7), "Effect of user ID changes on capabilities"):
 
-1. drop from the bounding set every capability not listed: PR_CAPBSET_DROP needs
+1. drop from the bounding set every capability not listed (and still in it, as read
+   with PR_CAPBSET_READ): PR_CAPBSET_DROP needs
    CAP_SETPCAP in the effective set, which setuid to a non-zero uid clears;
 2. PR_SET_KEEPCAPS=1, so the permitted set survives the uid change;
 3. setgroups, then setresgid, then setresuid: each needs the capability (CAP_SETGID,
@@ -16,7 +17,9 @@ the kernel's rules impose (capabilities(7), "Effect of user ID changes on capabi
 
 :func:`apply_credentials` runs the plan through a :class:`Syscalls` object, so a test can
 record the calls. No ``capabilities`` in the config means no capabilities at all, as for
-runc: empty sets, an empty bounding set.
+runc: empty sets, an empty bounding set. A capability the init does not hold itself is
+left out with a warning rather than failing ``create`` (the spec's "SHOULD NOT fail"),
+see :class:`Granted`.
 
 :func:`check_process` is the up-front check of the whole process section, called by
 ``create`` before anything is set up.
@@ -40,14 +43,17 @@ from corral.linux.syscalls import (
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
+    PR_CAPBSET_READ,
     PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from corral.linux.syscalls import Syscalls
-    from corral.spec.model import Process, Spec
+    from corral.spec.model import Capabilities, Process, Spec
 
 
 SETGROUPS_FILE = "/proc/self/setgroups"
@@ -80,15 +86,101 @@ def check_process(spec: Spec) -> None:
     check_sysctl(spec)
 
 
-def plan_credentials(process: Process, last_cap: int) -> list[Step]:
-    """The calls that give the init the config's identity, in order (see the module doc)."""
-    caps = process.capabilities
+ALL_CAPABILITIES = (1 << 64) - 1
+
+
+class Granted:
+    """The capability masks to set: what the config asks for that can be granted."""
+
+    __slots__ = (
+        "_warned",
+        "ambient",
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        caps: Capabilities | None,
+        held: int = ALL_CAPABILITIES,
+        held_inheritable: int = 0,
+        held_bounding: int = ALL_CAPABILITIES,
+    ) -> None:
+        """``held*``: the init's own permitted, inheritable and bounding sets.
+
+        The spec says a capability that cannot be granted is a warning, not a failure.
+        A bounding set can only shrink; capset(2) refuses a permitted capability the
+        caller lacks, and an inheritable one outside the caller's inheritable and
+        bounding sets; an ambient one must end up both permitted and inheritable
+        (PR_CAP_AMBIENT_RAISE).
+        """
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        if caps is None:
+            self.bounding = self.effective = self.permitted = self.inheritable = 0
+            self.ambient: list[int] = []
+            return
+        self.bounding = self._keep(
+            caps.bounding, held_bounding, "bounding", "the runtime's bounding set lacks it"
+        )
+        self.permitted = self._keep(caps.permitted, held, "permitted", "the runtime lacks it")
+        self.effective = self._keep(caps.effective, self.permitted, "effective", "not permitted")
+        self.inheritable = self._keep(
+            caps.inheritable,
+            self.bounding | held_inheritable,
+            "inheritable",
+            "not in the bounding set",
+        )
+        ambient = self._keep(
+            caps.ambient,
+            self.permitted & self.inheritable,
+            "ambient",
+            "not both permitted and inheritable",
+        )
+        # Raised one by one, once each, in the config's order.
+        self.ambient = [
+            CAPABILITIES[name]
+            for name in dict.fromkeys(caps.ambient)
+            if ambient & (1 << CAPABILITIES[name])
+        ]
+
+    def _keep(self, names: list[str], allowed: int, set_name: str, why: str) -> int:
+        """The mask of ``names`` within ``allowed``; a warning for each one outside.
+
+        One warning per capability: once left out of one set, it is left out of the
+        sets that depend on it (effective on permitted...) for the same reason.
+        """
+        for name in dict.fromkeys(names):
+            if not allowed & (1 << CAPABILITIES[name]) and name not in self._warned:
+                self._warned.add(name)
+                self.warnings.append(
+                    f"process.capabilities.{set_name}: {name} cannot be granted ({why})"
+                )
+        return capability_mask(names) & allowed
+
+
+def plan_credentials(
+    process: Process,
+    last_cap: int,
+    *,
+    held: int = ALL_CAPABILITIES,
+    held_inheritable: int = 0,
+    held_bounding: int = ALL_CAPABILITIES,
+) -> list[Step]:
+    """The calls that give the init the config's identity, in order (see the module doc).
+
+    ``held*`` are the init's own sets (see :class:`Granted`); a capability already out
+    of the bounding set is not dropped again.
+    """
     user = process.user
-    keep = capability_mask(caps.bounding) if caps is not None else 0
+    granted = Granted(process.capabilities, held, held_inheritable, held_bounding)
     steps = [
         Step("prctl", (PR_CAPBSET_DROP, number), f"process.capabilities.bounding: dropping {name}")
         for number, name in _numbered(last_cap)
-        if not keep & (1 << number)
+        if held_bounding & ~granted.bounding & (1 << number)
     ]
     steps += [
         Step("prctl", (PR_SET_KEEPCAPS, 1), "keeping capabilities across setuid"),
@@ -100,26 +192,20 @@ def plan_credentials(process: Process, last_cap: int) -> list[Step]:
         Step("setresgid", (user.gid,) * 3, f"process.user.gid {user.gid}"),
         Step("setresuid", (user.uid,) * 3, f"process.user.uid {user.uid}"),
         Step("prctl", (PR_SET_KEEPCAPS, 0), "resetting keep-capabilities"),
+        Step(
+            "capset",
+            (granted.effective, granted.permitted, granted.inheritable),
+            "process.capabilities",
+        ),
+        Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "clearing the ambient set"),
     ]
-    if caps is None:
-        effective = permitted = inheritable = 0
-        ambient: list[str] = []
-    else:
-        effective = capability_mask(caps.effective)
-        permitted = capability_mask(caps.permitted)
-        inheritable = capability_mask(caps.inheritable)
-        ambient = caps.ambient
-    steps.append(Step("capset", (effective, permitted, inheritable), "process.capabilities"))
-    steps.append(
-        Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "clearing the ambient set")
-    )
     steps += [
         Step(
             "prctl",
-            (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES[name]),
-            f"process.capabilities.ambient: raising {name}",
+            (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number),
+            f"process.capabilities.ambient: raising {CAPABILITY_NAMES[number]}",
         )
-        for name in dict.fromkeys(ambient)  # once each, in the config's order
+        for number in granted.ambient
     ]
     if user.umask is not None:
         steps.append(Step("umask", (user.umask,), f"process.user.umask {user.umask:#o}"))
@@ -133,9 +219,31 @@ def _numbered(last_cap: int) -> list[tuple[int, str]]:
     return [(n, CAPABILITY_NAMES.get(n, f"capability {n}")) for n in range(last_cap + 1)]
 
 
-def apply_credentials(sc: Syscalls, process: Process) -> None:
-    """Run :func:`plan_credentials` on the calling process; raise CreateError on failure."""
-    for step in plan_credentials(process, kernel_last_cap(sc)):
+def apply_credentials(
+    sc: Syscalls, process: Process, *, warn: Callable[[str], None] | None = None
+) -> None:
+    """Run :func:`plan_credentials` on the calling process; raise CreateError on failure.
+
+    Capabilities the init does not hold itself are left out with a warning (the spec's
+    "SHOULD NOT fail"); ``warn`` receives each line, by default written to stderr.
+    """
+    _, held, held_inheritable = sc.capget()
+    last_cap = kernel_last_cap(sc)
+    held_bounding = 0
+    for number in range(last_cap + 1):
+        if sc.prctl(PR_CAPBSET_READ, number) == 1:
+            held_bounding |= 1 << number
+    granted = Granted(process.capabilities, held, held_inheritable, held_bounding)
+    for line in granted.warnings:
+        (warn or _warn_on_stderr)(line)
+    steps = plan_credentials(
+        process,
+        last_cap,
+        held=held,
+        held_inheritable=held_inheritable,
+        held_bounding=held_bounding,
+    )
+    for step in steps:
         try:
             getattr(sc, step.call)(*step.args)
         except OSError as error:
@@ -144,6 +252,13 @@ def apply_credentials(sc: Syscalls, process: Process) -> None:
             raise CreateError(f"{step.what}: {_reason(step, error)}") from error
         if step.call == "chdir":
             _check_cwd_inside_root(step.what)
+
+
+def _warn_on_stderr(line: str) -> None:
+    try:
+        os.write(2, f"corral: warning: {line}\n".encode())
+    except OSError:
+        pass  # no stderr: nowhere to warn
 
 
 def _reason(step: Step, error: OSError) -> str:
