@@ -18,9 +18,7 @@ from corral.linux.sysctl import (
 from corral.spec.model import Spec, parse_config
 
 
-def spec(
-    sysctl: dict[str, str], namespaces: list[dict[str, str]], **top: object
-) -> Spec:
+def spec(sysctl: dict[str, str], namespaces: list[dict[str, str]], **top: object) -> Spec:
     return parse_config(
         {
             "ociVersion": "1.2.0",

@@ -117,7 +117,7 @@ def reset_signals() -> None:
     for number in _signal.valid_signals():
         if number in (_signal.SIGKILL, _signal.SIGSTOP):
             continue  # their dispositions cannot be changed
-        try:  # noqa: SIM105 - contextlib costs 3 ms to import
+        try:
             _signal.signal(number, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # a signal the C library reserves for itself
@@ -142,7 +142,7 @@ def close_inherited_fds(first: int) -> None:
     for name in names:
         fd = int(name)
         if fd >= first:
-            try:  # noqa: SIM105 - contextlib costs 3 ms to import
+            try:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass  # the descriptor listdir used, closed by now
