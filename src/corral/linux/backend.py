@@ -11,9 +11,8 @@ kills and reaps the child and raises :class:`~corral.errors.CreateError`.
 
 from __future__ import annotations
 
-import os
-
 from corral.backend import Backend, CreatedInit
+from corral.core import fastos
 from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
@@ -31,6 +30,8 @@ class LinuxBackend(Backend):
         check_config(request)
 
     def create(self, request: CreateRequest) -> CreatedInit:
+        import os
+
         from corral.linux import syscalls as sc_
 
         sc = sc_.Syscalls()
@@ -89,6 +90,8 @@ class LinuxBackend(Backend):
 
 def _open_namespace_paths(namespaces: list[object]) -> dict[str, int]:
     """Open each namespace given by path now, so a bad path fails before the fork."""
+    import os
+
     from corral.spec.model import Namespace
 
     fds: dict[str, int] = {}
@@ -108,6 +111,8 @@ def _open_namespace_paths(namespaces: list[object]) -> dict[str, int]:
 
 
 def _read_answer(fd: int) -> dict[str, object]:
+    import os
+
     from corral.core import jsonio
 
     chunks = []
@@ -130,11 +135,11 @@ def _read_answer(fd: int) -> dict[str, object]:
 
 def _reap(pid: int) -> None:
     try:
-        os.kill(pid, 9)
+        fastos.kill(pid, 9)
     except ProcessLookupError:
         pass
     try:
-        os.waitpid(pid, 0)
+        fastos.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -142,15 +147,15 @@ def _reap(pid: int) -> None:
 def _same_pid_namespace(init_pid: int) -> list[int]:
     """Processes (other than init) that live in init's pid namespace."""
     try:
-        target = os.readlink(f"/proc/{init_pid}/ns/pid")
+        target = fastos.readlink(f"/proc/{init_pid}/ns/pid")
     except OSError:
         return []
     found = []
-    for name in os.listdir("/proc"):
+    for name in fastos.listdir("/proc"):
         if not name.isdigit() or int(name) == init_pid:
             continue
         try:
-            if os.readlink(f"/proc/{name}/ns/pid") == target:
+            if fastos.readlink(f"/proc/{name}/ns/pid") == target:
                 found.append(int(name))
         except OSError:
             continue
