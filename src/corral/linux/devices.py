@@ -71,8 +71,10 @@ def provided_paths(spec: Spec) -> set[str] | None:
 def default_devices(spec: Spec) -> list[tuple[str, int, int]]:
     """The default devices still to create (pure: what setup will do)."""
     provided = provided_paths(spec)
-    if provided is None:
-        return []
+    return [] if provided is None else _missing(provided)
+
+
+def _missing(provided: set[str]) -> list[tuple[str, int, int]]:
     return [device for device in DEFAULT_DEVICES if "/dev/" + device[0] not in provided]
 
 
@@ -88,9 +90,10 @@ def dev_symlinks(dev_has_pts: bool, host_has_kcore: bool) -> list[tuple[str, str
 
 def create_devices(sc: Syscalls, root_fd: int, spec: Spec) -> None:
     """Create the missing default devices and the ``/dev`` symlinks inside the root."""
-    if provided_paths(spec) is None:
+    provided = provided_paths(spec)
+    if provided is None:
         return
-    devices = default_devices(spec)
+    devices = _missing(provided)
     dev_fd = mkdir_all_in_root(sc, root_fd, "/dev")
     try:
         old_umask = os.umask(0)

@@ -48,7 +48,7 @@ def open_in_root(sc: Syscalls, root_fd: int, path: str, flags: int, *, resolve: 
     global _have_openat2
     if _have_openat2 is not False:
         try:
-            fd = sc.openat2(root_fd, path, flags, 0, IN_ROOT | resolve)
+            fd = sc.openat2(root_fd, path or "/", flags, 0, IN_ROOT | resolve)
         except OSError as error:
             if error.errno != errno.ENOSYS:
                 raise

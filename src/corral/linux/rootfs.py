@@ -442,12 +442,16 @@ def enter_rootfs(sc: Syscalls, rootfs: str, *, no_pivot: bool) -> None:
 # -- after pivot_root ------------------------------------------------------------------
 
 
-def finish_rootfs(sc: Syscalls, spec: Spec) -> None:
-    """``readonlyPaths``, ``maskedPaths``, ``root.readonly``, final ``rootfsPropagation``."""
+def finish_rootfs(sc: Syscalls, spec: Spec, *, root: str = "/") -> None:
+    """``readonlyPaths``, ``maskedPaths``, ``root.readonly``, final ``rootfsPropagation``.
+
+    ``root`` is "/" once pivoted; tests pass a directory.
+    """
     linux = spec.linux
     if linux and (linux.readonly_paths or linux.masked_paths):
-        root_fd = os.open("/", _PATH_DIR)
+        root_fd = os.open(root, _PATH_DIR)
         try:
+            # runc's order: a path both read-only and masked ends up masked.
             for path in linux.readonly_paths:
                 make_readonly(sc, root_fd, path)
             for path in linux.masked_paths:
@@ -455,11 +459,11 @@ def finish_rootfs(sc: Syscalls, spec: Spec) -> None:
         finally:
             os.close(root_fd)
     if spec.root and spec.root.readonly:
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | mount_flags_of("/")
-        _mount(sc, None, "/", None, flags, None, "remount / read-only")
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | mount_flags_of(root)
+        _mount(sc, None, root, None, flags, None, "remount / read-only")
     if linux and linux.rootfs_propagation:
         change = PROPAGATION_OPTIONS[linux.rootfs_propagation]
-        _mount(sc, None, "/", None, change, None, "propagation of /")
+        _mount(sc, None, root, None, change, None, "propagation of /")
 
 
 def make_readonly(sc: Syscalls, root_fd: int, path: str) -> None:
