@@ -19,6 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from corral.backend import CreateRequest
     from corral.core.state import Record
+    from corral.spec.model import Namespace
 
 
 class LinuxBackend(Backend):
@@ -88,15 +89,12 @@ class LinuxBackend(Backend):
         return None
 
 
-def _open_namespace_paths(namespaces: list[object]) -> dict[str, int]:
+def _open_namespace_paths(namespaces: list[Namespace]) -> dict[str, int]:
     """Open each namespace given by path now, so a bad path fails before the fork."""
     import os
 
-    from corral.spec.model import Namespace
-
     fds: dict[str, int] = {}
     for index, ns in enumerate(namespaces):
-        assert isinstance(ns, Namespace)
         if not ns.path:
             continue
         try:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from corral.backend import CreateRequest
     from corral.linux.syscalls import Syscalls
+    from corral.spec.model import Namespace
 
 
 def run_init(
@@ -49,9 +50,7 @@ def run_init(
 
         signal_start(state_fd, request.fifo_name)
         os.close(state_fd)
-        exec_process(
-            request.spec.process, preserve_fds=request.preserve_fds, executable=executable
-        )
+        exec_process(request.spec.process, preserve_fds=request.preserve_fds, executable=executable)
     except BaseException as error:
         _report(sync_fd, error)
     os._exit(1)
@@ -101,12 +100,9 @@ def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> in
     return state_fd
 
 
-def _enter_namespaces(sc: Syscalls, namespaces: list[object], ns_fds: dict[str, int]) -> None:
-    from corral.spec.model import Namespace
-
+def _enter_namespaces(sc: Syscalls, namespaces: list[Namespace], ns_fds: dict[str, int]) -> None:
     flags = 0
     for ns in namespaces:
-        assert isinstance(ns, Namespace)
         if ns.type == "pid":
             continue  # the parent did it: a pid namespace applies to children only
         if ns.path:
