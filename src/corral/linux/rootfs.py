@@ -432,7 +432,10 @@ def enter_rootfs(sc: Syscalls, rootfs: str, *, no_pivot: bool) -> None:
         # pivot_root(2) NOTES: new_root and put_old may be the same directory; the old
         # root then sits on top of the new one at "/" and can be unmounted from there,
         # with no put_old directory needed in the image.
-        sc.pivot_root(".", ".")
+        try:
+            sc.pivot_root(".", ".")
+        except OSError as error:
+            raise type(error)(error.errno, f"pivot_root {rootfs}: {_reason(error)}") from None
         # rslave first: a lazy unmount of a shared old root would propagate to the host.
         _mount(sc, None, ".", None, MS_SLAVE | MS_REC, None, "propagation of the old root")
         sc.umount2(".", MNT_DETACH)
