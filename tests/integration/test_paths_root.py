@@ -22,15 +22,11 @@ import pytest
 from corral.linux import paths, rootfs
 from corral.linux.mountopts import check_mounts
 from corral.linux.syscalls import (
-    CLONE_NEWCGROUP,
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
     CLONE_NEWNS,
-    CLONE_NEWPID,
-    CLONE_NEWUTS,
     MS_REC,
     MS_SHARED,
     MS_SLAVE,
+    NAMESPACE_FLAGS,
     Syscalls,
 )
 from corral.spec.model import Spec, parse_config
@@ -74,6 +70,17 @@ def in_child(body: Callable[[], str], unshare: int = 0) -> str:
 def host_mounts() -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return sorted(line.split(" - ")[0].split(" ", 4)[4] for line in f)
+
+
+def host_cgroup_layout() -> set[str]:
+    """What a container's /sys/fs/cgroup must show at least: v2's files, v1's hierarchies."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return {"cgroup.controllers", "cgroup.procs"}
+    return {
+        mount_point.rpartition("/")[2]
+        for mount_point, _, fstype, _ in rootfs.read_mountinfo()
+        if fstype in ("cgroup", "cgroup2") and mount_point.startswith("/sys/fs/cgroup/")
+    }
 
 
 @pytest.fixture
@@ -194,7 +201,8 @@ echo "fd=$(readlink /dev/fd)"
 echo "ptmx=$(readlink /dev/ptmx)"
 echo "pid=$$"
 echo "root_ro=$(touch /rootfile 2>/dev/null && echo no || echo yes)"
-echo "cgroup=$(ls /sys/fs/cgroup | wc -l)"
+echo "cgroup=$(ls /sys/fs/cgroup | tr '\n' ' ')"
+echo "cgroup_ro=$(mkdir /sys/fs/cgroup/x 2>/dev/null && echo no || echo yes)"
 echo "mounts=$(grep -c . /proc/self/mountinfo)"
 """
 
@@ -202,8 +210,10 @@ echo "mounts=$(grep -c . /proc/self/mountinfo)"
 def run_container(bundle: Path, spec: Spec, *, no_pivot: bool = False) -> dict[str, str]:
     """setup_rootfs, enter_rootfs, finish_rootfs in new namespaces, then run SCRIPT."""
     check_mounts(spec, str(bundle))
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    flags |= CLONE_NEWCGROUP
+    assert spec.linux is not None
+    flags = 0
+    for ns in spec.linux.namespaces:
+        flags |= NAMESPACE_FLAGS[ns.type]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -244,9 +254,18 @@ def test_busybox_container_rootfs(bundle: Path, no_pivot: bool) -> None:
     assert seen["fd"] == "/proc/self/fd" and seen["ptmx"] == "pts/ptmx"
     assert seen["pid"] == "1"
     assert seen["root_ro"] == "no"
-    assert int(seen["cgroup"]) >= 1
+    assert set(seen["cgroup"].split()) >= host_cgroup_layout()
+    assert seen["cgroup_ro"] == "yes"
     assert not (bundle / "volume" / "new").exists()
     assert host_mounts() == before  # nothing leaked to the host
+
+
+def test_cgroups_without_a_cgroup_namespace_are_bound(bundle: Path) -> None:
+    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
+    seen = run_container(bundle, parse_config(config(linux={"namespaces": namespaces})))
+    assert "error" not in seen, seen["error"]
+    assert set(seen["cgroup"].split()) >= host_cgroup_layout()
+    assert seen["cgroup_ro"] == "yes"
 
 
 def test_read_only_root_and_shared_propagation(bundle: Path) -> None:

@@ -202,6 +202,14 @@ def test_a_mount_that_is_neither_bind_nor_typed() -> None:
     check_mounts(spec_with([{"destination": "/v", "options": ["remount", "ro"]}]), "/")
 
 
+def test_type_bind_without_a_bind_option() -> None:
+    mount = {"destination": "/v", "type": "bind", "source": "/", "options": ["ro"]}
+    with pytest.raises(ConfigError) as caught:
+        check_mounts(spec_with([mount]), "/")
+    assert caught.value.path == "mounts[0].options"
+    check_mounts(spec_with([{**mount, "options": ["rbind", "ro"]}]), "/")
+
+
 @pytest.mark.parametrize("key", ["uidMappings", "gidMappings"])
 def test_idmapped_mounts_are_unsupported(key: str) -> None:
     mapping = [{"containerID": 0, "hostID": 1000, "size": 1}]

@@ -418,3 +418,13 @@ def test_mountinfo_escapes(tmp_path: Path) -> None:
         ("/proc", "/", "proc", "rw"),
         ("/mnt/with space", "/sub", "tmpfs", "rw,size=4k"),
     ]
+
+
+def test_cgroup_v1_helpers() -> None:
+    assert rootfs._controllers("rw,cpuacct,cpu") == "cpu,cpuacct"
+    assert rootfs._controllers("rw,xattr,name=systemd") == "name=systemd"
+    # the process's own cgroup under a hierarchy mounted from its root, or from a subtree
+    assert rootfs._cgroup_dir("/sys/fs/cgroup/memory", "/", "/a/b") == "/sys/fs/cgroup/memory/a/b"
+    assert rootfs._cgroup_dir("/sys/fs/cgroup/memory", "/a", "/a/b") == "/sys/fs/cgroup/memory/b"
+    assert rootfs._cgroup_dir("/sys/fs/cgroup/memory", "/x", "/a/b") == "/sys/fs/cgroup/memory"
+    assert rootfs._cgroup_dir("/sys/fs/cgroup/memory", "/", "/") == "/sys/fs/cgroup/memory"

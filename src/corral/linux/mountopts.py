@@ -292,5 +292,8 @@ def check_mounts(spec: Spec, bundle: str) -> None:
             source = bind_source(mount.source, bundle)
             if not os.path.exists(source):
                 raise ConfigError(f"{where}.source", f'bind source "{source}" does not exist')
+        elif mount.type == "bind":
+            # mount(2) knows no "bind" filesystem (ENODEV): say what is missing instead.
+            raise ConfigError(f"{where}.options", 'type "bind" needs "bind" or "rbind" here')
         elif not mount.type and not options.flags & MS_REMOUNT:
             raise ConfigError(f"{where}.type", "required unless the mount is a bind or a remount")

@@ -335,11 +335,13 @@ def _mount_cgroup(
     _mount(sc, "tmpfs", target, "tmpfs", base_flags, "mode=755", f"tmpfs on {dest}")
     own = _own_cgroups() if not in_cgroupns else {}
     tmpfs_fd = open_in_root(sc, root_fd, dest, _PATH_DIR)
+    done: set[str] = set()
     try:
         for mount_point, mount_root, fstype, super_options in read_mountinfo():
             parent, _, name = mount_point.rpartition("/")
-            if parent != _HOST_CGROUP or fstype not in ("cgroup", "cgroup2"):
-                continue
+            if parent != _HOST_CGROUP or fstype not in ("cgroup", "cgroup2") or name in done:
+                continue  # a hierarchy mounted there twice is listed twice
+            done.add(name)
             os.mkdir(name, 0o755, dir_fd=tmpfs_fd)
             sub_fd = os.open(name, _PATH_DIR | os.O_NOFOLLOW, dir_fd=tmpfs_fd)
             try:
