@@ -124,3 +124,83 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
 @pytest.fixture
 def container_id() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+# -- helpers for the integration tests (tests/integration/) -------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def create_detached(
+    corral: Corral, bundle: Path, container_id: str, *flags: str, command: str = "create"
+) -> Path:
+    """``corral create`` (or ``run --detach``) with stdio in files; the stdout file's path.
+
+    The init keeps the caller's stdio, so with pipes ``subprocess.run`` would wait for an
+    EOF that comes only when the container exits. stderr goes to ``<stdout file>.err``.
+    """
+    out = bundle / f"{container_id}.out"
+    err = bundle / f"{container_id}.out.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        result = corral(
+            command,
+            *flags,
+            "--bundle",
+            str(bundle),
+            container_id,
+            check=False,
+            capture_output=False,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"corral {command} {container_id} exited {result.returncode}: {err.read_text()}"
+        )
+    return out
+
+
+def wait_for_status(corral: Corral, container_id: str, status: str, timeout: float = 5.0) -> None:
+    """Wait until ``corral state`` reports ``status``; fail with the last state otherwise."""
+    if not wait_until(lambda: corral.state(container_id)["status"] == status, timeout):
+        raise AssertionError(f"{container_id} not {status}: {corral.state(container_id)}")
+
+
+@pytest.fixture
+def run_inside(
+    corral: Corral, make_bundle: Callable[..., Path]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_inside(script, edit=None, flags=(), check=True)``: ``corral run`` of
+    ``sh -c script`` in a fresh container; the CompletedProcess (the container's output).
+    """
+
+    def run(
+        script: str,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        flags: tuple[str, ...] = (),
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        bundle = make_bundle(["sh", "-c", script], edit=edit)
+        container_id = f"t-{uuid.uuid4().hex[:12]}"
+        return corral(
+            "run",
+            *flags,
+            "--bundle",
+            str(bundle),
+            container_id,
+            check=check,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run

@@ -1,0 +1,1 @@
+"""Integration tests: real containers through the ``corral`` command (root, Linux)."""
