@@ -62,6 +62,12 @@ def test_the_program_is_pid_1(run_inside: RunInside) -> None:
     assert run_inside("echo $$").stdout == "1\n"
 
 
+def test_proc_lists_only_the_containers_processes(run_inside: RunInside) -> None:
+    # sh (pid 1) and the ls reading /proc, nothing of the host.
+    listed = run_inside("ls /proc; true").stdout.split()
+    assert [name for name in listed if name.isdigit()] == ["1", "2"]
+
+
 def test_hostname_and_domainname_are_the_configs(run_inside: RunInside) -> None:
     def edit(spec: dict[str, Any]) -> None:
         spec["hostname"] = "box-1"
@@ -169,6 +175,13 @@ def test_a_writable_bind_mount_shows_writes_on_the_host(
     host.mkdir()
     run_inside("echo hi > /tmp/new", edit=add_mount("/tmp", str(host), ["rbind", "rw"]))
     assert (host / "new").read_text() == "hi\n"
+
+
+def test_a_file_bind_mount_over_a_file(run_inside: RunInside, tmp_path: Path) -> None:
+    host_file = tmp_path / "group"
+    host_file.write_text("from-the-host:x:4242:\n")
+    edit = add_mount("/etc/group", str(host_file), ["bind", "ro"])
+    assert run_inside("cat /etc/group", edit=edit).stdout == "from-the-host:x:4242:\n"
 
 
 def test_a_relative_bind_source_is_the_bundles(

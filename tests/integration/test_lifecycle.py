@@ -91,6 +91,69 @@ def test_run_of_a_program_killed_by_sigkill_exits_137(
     assert not os.path.exists(os.path.join(corral.root, container_id))
 
 
+def test_run_passes_stdin_to_the_program(
+    corral: Corral, make_bundle: MakeBundle, container_id: str
+) -> None:
+    bundle = make_bundle(["sh", "-c", "read -r line; echo got $line"])
+    result = corral("run", "--bundle", str(bundle), container_id, input="hello\n")
+    assert result.stdout == "got hello\n"
+
+
+def test_run_forwards_sigterm_to_the_container(
+    corral: Corral, make_bundle: MakeBundle, container_id: str
+) -> None:
+    script = 'trap "echo got TERM; exit 7" TERM; echo ready; sleep 30 & wait'
+    bundle = make_bundle(["sh", "-c", script])
+    command = [*corral_command(), "--root", corral.root, "run", "--bundle", str(bundle)]
+    with subprocess.Popen(
+        [*command, container_id], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    ) as run:
+        assert run.stdout is not None
+        assert run.stdout.readline() == "ready\n"
+        run.terminate()
+        rest, _ = run.communicate(timeout=10)
+    assert (run.returncode, rest) == (7, "got TERM\n")
+
+
+def without_pid_namespace(spec: dict[str, Any]) -> None:
+    spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "pid"]
+
+
+def test_run_without_a_pid_namespace(
+    corral: Corral, make_bundle: MakeBundle, container_id: str
+) -> None:
+    # Outside a pid namespace of its own the program is not pid 1 and can kill itself.
+    bundle = make_bundle(["sh", "-c", "echo $$; kill -KILL $$"], edit=without_pid_namespace)
+    result = corral("run", "--bundle", str(bundle), container_id, check=False)
+    assert result.returncode == 137
+    assert int(result.stdout) > 1
+
+
+@pytest.mark.parametrize(
+    "command", [["kill", "--all", "{id}", "KILL"], ["delete", "--force", "{id}"]]
+)
+def test_kill_all_and_delete_force_without_a_pid_namespace(
+    corral: Corral, make_bundle: MakeBundle, container_id: str, command: list[str]
+) -> None:
+    # With no pid namespace, killing the init does not take its children with it.
+    bundle = make_bundle(["sh", "-c", "sleep 30 & sleep 30 & wait"], edit=without_pid_namespace)
+    create_detached(corral, bundle, container_id, "--detach", command="run")
+    pid: int = corral.state(container_id)["pid"]
+    assert wait_until(lambda: len(children(pid)) == 2)
+    sleeps = children(pid)
+    corral(*(arg.format(id=container_id) for arg in command))
+    assert wait_until(lambda: not any(alive(p) for p in sleeps))
+
+
+def children(pid: int) -> list[int]:
+    """Live direct children of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            return [int(p) for p in file.read().split() if alive(int(p))]
+    except FileNotFoundError:
+        return []
+
+
 def test_run_detach_returns_with_the_container_running(
     corral: Corral, make_bundle: MakeBundle, container_id: str
 ) -> None:
@@ -142,6 +205,28 @@ def test_pid_file_holds_the_init_pid(
     pid_file = tmp_path / "init.pid"
     create_detached(corral, make_bundle(LONG), container_id, "--pid-file", str(pid_file))
     assert pid_file.read_text().strip() == str(corral.state(container_id)["pid"])
+
+
+def test_a_relative_pid_file_is_relative_to_the_working_directory(
+    corral: Corral, make_bundle: MakeBundle, container_id: str, tmp_path: Path
+) -> None:
+    bundle = make_bundle(LONG)
+    out = tmp_path / "create.out"
+    with open(out, "w") as stdout:
+        corral(
+            "create",
+            "--pid-file",
+            "rel.pid",
+            "--bundle",
+            str(bundle),
+            container_id,
+            cwd=tmp_path,
+            capture_output=False,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stdout,
+        )
+    assert (tmp_path / "rel.pid").read_text() == str(corral.state(container_id)["pid"])
 
 
 def test_start_twice_is_refused(corral: Corral, make_bundle: MakeBundle, container_id: str) -> None:
