@@ -218,6 +218,10 @@ BAD_CONFIGS: dict[str, tuple[Edit, str]] = {
         set_path("root.path", "/nonexistent-rootfs"),
         "config.json: root.path: root filesystem /nonexistent-rootfs does not exist",
     ),
+    "hostname without uts": (
+        set_path("linux.namespaces", [{"type": "mount"}]),
+        "config.json: hostname: ...",
+    ),
     "oci version": (set_path("ociVersion", "one"), "config.json: ociVersion: ..."),
     # These get past the checks and fail in the container's init, mid-setup.
     "fs type": (
@@ -262,6 +266,14 @@ def test_a_bad_config_fails_run_cleanly(
     edit, expected = BAD_CONFIGS[case]
     bundle = make_bundle(["true"], edit=edit)
     assert_message(fail("run", "--bundle", str(bundle), container_id), expected)
+
+
+def test_console_socket_without_a_terminal(
+    fail: Callable[..., Failure], make_bundle: MakeBundle, container_id: str, tmp_path: Path
+) -> None:
+    bundle = make_bundle(["true"])
+    socket_path = str(tmp_path / "console.sock")
+    fail("create", "--console-socket", socket_path, "--bundle", str(bundle), container_id)
 
 
 def test_malformed_json(
