@@ -31,6 +31,7 @@ from corral.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 INIT = """
@@ -101,9 +102,9 @@ def bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> FakeBackend:
+def backend(tmp_path: Path) -> Iterator[FakeBackend]:
     fake = FakeBackend(tmp_path)
-    yield fake  # type: ignore[misc]
+    yield fake
     fake.reap()
 
 

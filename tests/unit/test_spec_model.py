@@ -29,7 +29,7 @@ def test_default_spec_parses() -> None:
     assert spec.process is not None
     assert spec.process.args == ["sh"]
     assert spec.linux is not None
-    assert [ns.type for ns in spec.linux.namespaces][0] == "pid"
+    assert spec.linux.namespaces[0].type == "pid"
     assert spec.mounts[0].destination == "/proc"
     check_unsupported(spec)
     check_namespaces(spec)

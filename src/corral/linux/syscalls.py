@@ -17,6 +17,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
+    from typing import Any
 
 # <sys/mount.h>
 MS_RDONLY = 0x1
@@ -203,8 +204,8 @@ class Syscalls:
             data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
         self._check(self._syscall("capset", self._ctypes.byref(header), data), "capset")
 
-    def _cap_structs(self) -> tuple[ctypes.Structure, ctypes.Array[ctypes.Structure]]:
-        c = self._ctypes
+    def _cap_structs(self) -> tuple[ctypes.Structure, ctypes.Array[Any]]:
+        import ctypes as c
 
         class Header(c.Structure):
             _fields_ = [("version", c.c_uint32), ("pid", c.c_int)]
@@ -233,7 +234,7 @@ class Syscalls:
     # -- paths ---------------------------------------------------------------------
 
     def openat2(self, dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
-        c = self._ctypes
+        import ctypes as c
 
         class OpenHow(c.Structure):
             _fields_ = [("flags", c.c_uint64), ("mode", c.c_uint64), ("resolve", c.c_uint64)]
@@ -275,7 +276,7 @@ class Syscalls:
         self, dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int
     ) -> None:
         """mount_setattr(2), Linux 5.12: syscall 442 on every architecture but alpha."""
-        c = self._ctypes
+        import ctypes as c
 
         class MountAttr(c.Structure):
             _fields_ = (

@@ -27,8 +27,7 @@ def default_spec(args: list[str] | None = None, *, rootless: bool = False) -> di
             "env": [DEFAULT_PATH, "TERM=xterm"],
             "cwd": "/",
             "capabilities": {
-                name: list(DEFAULT_CAPABILITIES)
-                for name in ("bounding", "effective", "permitted")
+                name: list(DEFAULT_CAPABILITIES) for name in ("bounding", "effective", "permitted")
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
