@@ -217,12 +217,6 @@ def test_unbindable_propagation_is_applied(
     assert " unbindable " in line
 
 
-@pytest.mark.xfail(
-    reason="corral bug: after pivot_root(.,.) the MS_SLAVE|MS_REC meant for the old root "
-    "hits the new root (cwd is still the new root), so shared mounts become private; "
-    "runc shows shared:N for the same config",
-    strict=True,
-)
 @pytest.mark.parametrize("option", ["shared", "rshared"])
 def test_shared_propagation_survives_pivot_root(
     run_inside: RunInside, tmp_path: Path, option: str

@@ -433,11 +433,19 @@ def enter_rootfs(sc: Syscalls, rootfs: str, *, no_pivot: bool) -> None:
     else:
         # pivot_root(2) NOTES: new_root and put_old may be the same directory; the old
         # root then sits on top of the new one at "/" and can be unmounted from there,
-        # with no put_old directory needed in the image.
+        # with no put_old directory needed in the image. "." must then name the OLD root:
+        # the cwd still points into the new one, so hold an fd of the old root and
+        # fchdir(2) to it, or the propagation change below would hit the container's
+        # own mounts (and lose their "shared" propagation).
+        old_root = os.open("/", _PATH_DIR)
         try:
-            sc.pivot_root(".", ".")
-        except OSError as error:
-            raise type(error)(error.errno, f"pivot_root {rootfs}: {_reason(error)}") from None
+            try:
+                sc.pivot_root(".", ".")
+            except OSError as error:
+                raise type(error)(error.errno, f"pivot_root {rootfs}: {_reason(error)}") from None
+            os.fchdir(old_root)
+        finally:
+            os.close(old_root)
         # rslave first: a lazy unmount of a shared old root would propagate to the host.
         _mount(sc, None, ".", None, MS_SLAVE | MS_REC, None, "propagation of the old root")
         sc.umount2(".", MNT_DETACH)
