@@ -379,6 +379,17 @@ def test_cwd(run_inside: RunInside) -> None:
     assert run_inside("pwd", edit=edit).stdout == "/etc\n"
 
 
+def test_missing_cwd_is_created_like_runc(run_inside: RunInside) -> None:
+    import uuid
+
+    cwd = f"/work-{uuid.uuid4().hex[:8]}/deep"
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["cwd"] = cwd
+
+    assert run_inside("pwd", edit=edit).stdout == cwd + "\n"
+
+
 def test_env_is_exactly_the_configs(
     corral: Corral, make_bundle: MakeBundle, container_id: str
 ) -> None:

@@ -93,11 +93,23 @@ def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> in
         sc.setdomainname(spec.domainname)
     # Before finish_rootfs: the default config makes /proc/sys read-only.
     sysctl.apply_sysctl(spec.linux.sysctl)
+    _create_cwd(spec.process.cwd)
     rootfs.finish_rootfs(sc, spec)
     rlimits.apply_rlimits(sc, spec.process.rlimits)
     sysctl.apply_oom_score_adj(spec.process.oom_score_adj)
     credentials.apply_credentials(sc, spec.process)
     return state_fd
+
+
+def _create_cwd(cwd: str) -> None:
+    """Create a missing ``process.cwd`` as runc does (images often name a WORKDIR
+    that no layer creates). We are inside the container's root by now, so the path
+    cannot lead out of it; and it is done before the root is made read-only."""
+    if not os.path.isdir(cwd):
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        except OSError as error:
+            raise OSError(error.errno, f'process.cwd "{cwd}": {error.strerror}') from None
 
 
 def _enter_namespaces(sc: Syscalls, namespaces: list[Namespace], ns_fds: dict[str, int]) -> None:
