@@ -46,7 +46,7 @@ from posix import (
 __all__ = [
     "O_APPEND", "O_CLOEXEC", "O_CREAT", "O_DIRECTORY", "O_NONBLOCK", "O_RDONLY", "O_TRUNC",
     "O_WRONLY", "WEXITSTATUS", "WIFEXITED", "WIFSIGNALED", "WTERMSIG", "absolute", "chmod",
-    "close", "exists", "getcwd", "geteuid", "getpid", "is_dir", "kill", "listdir", "mkdir",
+    "close", "exists", "fold", "getcwd", "geteuid", "getpid", "is_dir", "kill", "listdir", "mkdir",
     "mkfifo", "open", "read", "readlink", "rename", "rmdir", "stat", "unlink", "waitpid",
     "write",
 ]  # fmt: skip
@@ -72,8 +72,12 @@ def is_dir(path: str) -> bool:
 
 def absolute(path: str) -> str:
     """Like ``os.path.abspath``: made absolute against the cwd, ``.`` and ``..`` folded."""
-    if not path.startswith("/"):
-        path = getcwd() + "/" + path
+    return fold(path if path.startswith("/") else getcwd() + "/" + path)
+
+
+def fold(path: str) -> str:
+    """Fold ``.``, ``..`` and repeated slashes of a path read from "/" (lexically:
+    no symlink is looked at, and ``..`` never climbs above "/")."""
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):

@@ -13,6 +13,7 @@ costs 9-15 ms to import and every ``create`` would pay it.
 
 from __future__ import annotations
 
+from corral.core.fastos import fold
 from corral.errors import ConfigError
 from corral.spec.reader import UINT32_MAX, UINT64_MAX, Fields, describe, join
 
@@ -241,16 +242,7 @@ def _absolute(path: str, where: str, *, allow_relative: bool = False) -> str:
         if not allow_relative:
             raise ConfigError(where, f"{describe(path)} is not an absolute path")
         path = "/" + path
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return "/" + "/".join(parts)
+    return fold(path)
 
 
 def _mount(item: object, path: str) -> Mount:
