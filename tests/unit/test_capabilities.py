@@ -56,7 +56,6 @@ def test_valid_sets_pass() -> None:
     names = ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
     check_capabilities(
         caps(bounding=names, effective=names, permitted=names, inheritable=names, ambient=names),
-        40,
         "process.capabilities",
     )
 
@@ -65,7 +64,6 @@ def test_unknown_name_names_its_path() -> None:
     with pytest.raises(ConfigError) as info:
         check_capabilities(
             caps(bounding=["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", "CAP_FOO"]),
-            40,
             "process.capabilities",
         )
     assert info.value.path == "process.capabilities.bounding[3]"
@@ -75,22 +73,18 @@ def test_unknown_name_names_its_path() -> None:
 def test_names_are_case_sensitive_and_need_the_prefix() -> None:
     for bad in ("cap_chown", "CHOWN"):
         with pytest.raises(ConfigError, match="unknown capability"):
-            check_capabilities(caps(effective=[bad], permitted=[bad]), 40, "p")
+            check_capabilities(caps(effective=[bad], permitted=[bad]), "p")
 
 
-def test_name_newer_than_the_running_kernel_is_rejected() -> None:
-    with pytest.raises(ConfigError) as info:
-        check_capabilities(caps(permitted=["CAP_CHECKPOINT_RESTORE"]), 39, "process.capabilities")
-    assert info.value.path == "process.capabilities.permitted[0]"
-    assert "CAP_CHECKPOINT_RESTORE is not known to the running kernel" in info.value.message
-    assert "CAP_BPF, number 39" in info.value.message
+def test_name_newer_than_the_running_kernel_passes_the_check() -> None:
+    # config.md: a capability that cannot be granted is a warning, not a failure; the
+    # init leaves it out (see test_credentials for the warning).
+    check_capabilities(caps(permitted=["CAP_CHECKPOINT_RESTORE"]), "process.capabilities")
 
 
 def test_effective_must_be_permitted() -> None:
     with pytest.raises(ConfigError) as info:
-        check_capabilities(
-            caps(effective=["CAP_CHOWN", "CAP_KILL"], permitted=["CAP_CHOWN"]), 40, "pc"
-        )
+        check_capabilities(caps(effective=["CAP_CHOWN", "CAP_KILL"], permitted=["CAP_CHOWN"]), "pc")
     assert info.value.path == "pc.effective[1]"
     assert "CAP_KILL is effective but not permitted" in info.value.message
 
@@ -105,7 +99,6 @@ def test_ambient_must_be_permitted_and_inheritable(
     with pytest.raises(ConfigError) as info:
         check_capabilities(
             caps(permitted=permitted, inheritable=inheritable, ambient=["CAP_KILL"]),
-            40,
             "process.capabilities",
         )
     assert info.value.path == "process.capabilities.ambient[0]"

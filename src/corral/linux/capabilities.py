@@ -117,8 +117,8 @@ def probe_last_cap(sc: Syscalls) -> int:
     return last
 
 
-def check_capabilities(caps: Capabilities, last_cap: int, where: str) -> None:
-    """Reject unknown names, names this kernel lacks, and sets ``capset(2)`` would refuse.
+def check_capabilities(caps: Capabilities, where: str) -> None:
+    """Reject names that are no capability at all, and sets ``capset(2)`` would refuse.
 
     ``where`` is the JSON path of the capabilities object (``process.capabilities``).
     """
@@ -128,13 +128,9 @@ def check_capabilities(caps: Capabilities, last_cap: int, where: str) -> None:
             number = CAPABILITIES.get(name)
             if number is None:
                 raise ConfigError(path, f"unknown capability {describe(name)}")
-            if number > last_cap:
-                newest = CAPABILITY_NAMES.get(last_cap, str(last_cap))
-                raise ConfigError(
-                    path,
-                    f"{name} is not known to the running kernel "
-                    f"(its last capability is {newest}, number {last_cap})",
-                )
+            # A name this kernel lacks is not an error: config.md says a capability that
+            # cannot be granted "MUST be logged as a warning" and runtimes "SHOULD NOT
+            # fail"; the init leaves it out with that warning (credentials.Granted).
     # capset(2) fails with EPERM when the new effective set is not a subset of the new
     # permitted set: say so now, naming the capability, rather than after the fork.
     permitted = set(caps.permitted)

@@ -81,7 +81,7 @@ def check_process(spec: Spec) -> None:
     process = spec.process
     if process is not None:
         if process.capabilities is not None:
-            check_capabilities(process.capabilities, kernel_last_cap(), "process.capabilities")
+            check_capabilities(process.capabilities, "process.capabilities")
         check_rlimits(process.rlimits)
     check_sysctl(spec)
 
