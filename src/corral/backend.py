@@ -61,14 +61,21 @@ class CreateRequest:
 
 
 class CreatedInit:
-    """The init process a backend left blocked on the exec fifo."""
+    """The init process a backend set up; ``commit_fd`` is how it hears it was recorded."""
 
-    __slots__ = ("extra", "pid", "start_time")
+    __slots__ = ("commit_fd", "extra", "pid", "start_time")
 
-    def __init__(self, pid: int, start_time: int, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        start_time: int,
+        extra: dict[str, Any] | None = None,
+        commit_fd: int = -1,
+    ) -> None:
         self.pid = pid
         self.start_time = start_time
         self.extra = extra or {}
+        self.commit_fd = commit_fd
 
 
 class Backend:
@@ -84,6 +91,14 @@ class Backend:
         """Set the container up and leave its init blocked opening the exec fifo.
 
         On failure, raise :class:`corral.errors.CreateError` having undone everything.
+        """
+        raise NotImplementedError
+
+    def commit(self, init: CreatedInit) -> None:
+        """The runtime has recorded the init: let it go on to wait for ``start``.
+
+        Until then the init dies with the runtime (``PR_SET_PDEATHSIG`` on Linux), so
+        a ``create`` killed half-way leaves no process without a record.
         """
         raise NotImplementedError
 

@@ -52,6 +52,7 @@ class FakeBackend(Backend):
         self.seconds = runtime_seconds
         self.children: list[subprocess.Popen[bytes]] = []
         self.destroyed: list[str] = []
+        self.committed: list[int] = []
 
     def check(self, request: CreateRequest) -> None:
         if request.spec.hostname == "bad":
@@ -68,6 +69,9 @@ class FakeBackend(Backend):
         while start_time is None:
             start_time = read_start_time(child.pid)
         return CreatedInit(child.pid, start_time, {"fake": True})
+
+    def commit(self, init: CreatedInit) -> None:
+        self.committed.append(init.pid)
 
     def processes(self, record: Record) -> list[int]:
         return [record.pid]
@@ -112,6 +116,7 @@ def test_full_lifecycle(tmp_path: Path, bundle: Path, backend: FakeBackend) -> N
     runtime = Runtime(str(tmp_path / "root"), backend=backend)
     state = runtime.create("c1", str(bundle), pid_file=str(tmp_path / "pid"))
     assert state["status"] == "created"
+    assert backend.committed == [state["pid"]]
     assert state["annotations"] == {"org.example": "yes"}
     assert (tmp_path / "pid").read_text() == str(state["pid"])
     assert not (tmp_path / "c1.started").exists()  # nothing runs before start
@@ -162,6 +167,18 @@ def test_delete_created_kills_the_init(tmp_path: Path, bundle: Path, backend: Fa
     assert backend.children[0].wait(timeout=5) == -9
     assert read_start_time(pid) is None
     assert runtime.list() == []
+
+
+def test_unwritable_pid_file_undoes_create(
+    tmp_path: Path, bundle: Path, backend: FakeBackend
+) -> None:
+    runtime = Runtime(str(tmp_path / "root"), backend=backend)
+    with pytest.raises(OSError):
+        runtime.create("c7", str(bundle), pid_file=str(tmp_path / "no" / "such" / "pid"))
+    assert backend.committed == []  # never released to wait for start
+    assert read_start_time(backend.children[0].pid) is None  # killed and reaped
+    assert backend.destroyed == ["c7"]
+    assert os.listdir(tmp_path / "root") == []
 
 
 def test_failed_create_leaves_nothing(tmp_path: Path, bundle: Path) -> None:

@@ -158,6 +158,7 @@ class Runtime:
             self.store.save(record)
             if pid_file:
                 write_pid_file(pid_file, init.pid)
+            backend.commit(init)
         except BaseException:
             if init is not None:
                 _kill_and_wait(init.pid, init.start_time)

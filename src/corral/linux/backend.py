@@ -42,6 +42,7 @@ class LinuxBackend(Backend):
         pid_ns = spec.linux.namespace("pid")
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        commit_read, commit_write = os.pipe2(os.O_CLOEXEC)
         try:
             if pid_ns is not None and pid_ns.path:
                 sc.setns(ns_fds.pop("pid"), sc_.CLONE_NEWPID, pid_ns.path)
@@ -50,14 +51,16 @@ class LinuxBackend(Backend):
             pid = os.fork()
             if pid == 0:  # the container's init
                 os.close(read_fd)
+                os.close(commit_write)
                 from corral.linux.init import run_init
 
-                run_init(sc, request, write_fd, ns_fds)
+                run_init(sc, request, write_fd, commit_read, ns_fds)
             if pid_ns is not None:
                 sc.setns(own_pid_ns, sc_.CLONE_NEWPID, "/proc/self/ns/pid")
         finally:
             os.close(own_pid_ns)
             os.close(write_fd)
+            os.close(commit_read)
             for fd in ns_fds.values():
                 os.close(fd)
         try:
@@ -65,6 +68,7 @@ class LinuxBackend(Backend):
         finally:
             os.close(read_fd)
         if answer.get("ready") is not True:
+            os.close(commit_write)
             _reap(pid)
             message = answer.get("error") or "container init exited during setup"
             raise CreateError(str(message))
@@ -72,9 +76,17 @@ class LinuxBackend(Backend):
 
         start_time = read_start_time(pid)
         if start_time is None:
+            os.close(commit_write)
             _reap(pid)
             raise CreateError("container init exited during setup")
-        return CreatedInit(pid, start_time, {"ownPidNamespace": bool(pid_ns and not pid_ns.path)})
+        extra = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
+        return CreatedInit(pid, start_time, extra, commit_fd=commit_write)
+
+    def commit(self, init: CreatedInit) -> None:
+        try:
+            fastos.write(init.commit_fd, b"1")
+        finally:
+            fastos.close(init.commit_fd)
 
     def processes(self, record: Record) -> list[int]:
         from corral.core.procinfo import children_of

@@ -23,6 +23,8 @@ import os
 
 from corral.linux import syscalls as sc_
 
+SIGKILL = 9
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -33,12 +35,24 @@ if TYPE_CHECKING:
 
 
 def run_init(
-    sc: Syscalls, request: CreateRequest, sync_fd: int, ns_fds: dict[str, int]
+    sc: Syscalls,
+    request: CreateRequest,
+    sync_fd: int,
+    commit_fd: int,
+    ns_fds: dict[str, int],
 ) -> NoReturn:
-    """Set the container up, report to the parent over ``sync_fd``, wait, exec."""
+    """Set the container up, report to the parent over ``sync_fd``, wait, exec.
+
+    Until the parent has recorded this process (one byte on ``commit_fd``), it dies with
+    the parent (PR_SET_PDEATHSIG), so a ``create`` killed half-way leaves no orphan.
+    """
     try:
         from corral.linux.execute import exec_process, resolve_executable
 
+        # If the parent dies before this takes effect, the commit byte never comes
+        # (read returns EOF) and the init exits below; getppid() cannot tell, as it is
+        # 0 in a new pid namespace.
+        sc.prctl(sc_.PR_SET_PDEATHSIG, SIGKILL)
         state_fd = _prepare(sc, request, ns_fds)
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
@@ -46,6 +60,11 @@ def run_init(
         os.write(sync_fd, b'{"ready": true}\n')
         os.close(sync_fd)
         sync_fd = -1  # from here on, errors go to the container's stderr
+        if os.read(commit_fd, 1) != b"1":
+            os._exit(1)  # the parent failed to record us: it is cleaning up
+        os.close(commit_fd)
+        # Recorded: from now on this process outlives `corral create`, as it must.
+        sc.prctl(sc_.PR_SET_PDEATHSIG, 0)
         from corral.core.fifo import signal_start
 
         signal_start(state_fd, request.fifo_name)
