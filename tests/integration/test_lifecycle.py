@@ -409,3 +409,19 @@ def test_list_shows_every_container_in_each_format(corral: Corral, make_bundle: 
         [ids[1], str(pids[ids[1]]), "running"],
     ]
     assert all(row[-1] == "root" for row in rows)
+
+
+def test_python_api_runs_a_container(
+    tmp_path: Path, make_bundle: Callable[..., Path], container_id: str
+) -> None:
+    from corral import Runtime
+
+    runtime = Runtime(root=str(tmp_path / "api-root"))
+    bundle = make_bundle(["sh", "-c", "exit 7"])
+    assert runtime.run(container_id, str(bundle)) == 7
+    assert runtime.list() == []
+    state = runtime.create(container_id, str(bundle))
+    assert runtime.state(container_id)["status"] == "created"
+    runtime.delete(container_id)
+    assert runtime.list() == []
+    assert not os.path.exists(f"/proc/{state['pid']}")  # killed, and reaped by delete

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROOT = "/run/corral"
 SIGKILL = 9
+WNOHANG = 1
 
 
 class Runtime:
@@ -167,6 +168,32 @@ class Runtime:
             raise
         return self._describe(record)
 
+    def run(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        detach: bool = False,
+        pid_file: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+    ) -> int:
+        """Create and start; unless ``detach``, wait, delete and return the exit status
+        (128 + the signal number when the program was killed by one)."""
+        from corral.core.run import run_container
+
+        return run_container(
+            self,
+            container_id,
+            bundle,
+            detach=detach,
+            pid_file=pid_file,
+            no_pivot=no_pivot,
+            no_new_keyring=no_new_keyring,
+            preserve_fds=preserve_fds,
+        )
+
     # -- start, kill, delete ------------------------------------------------------
 
     def start(self, container_id: str) -> None:
@@ -238,6 +265,7 @@ class Runtime:
                 if not wait_for_exit(record.pid, record.start_time, timeout=10.0):
                     raise IllegalStateError(f"container {container_id} init did not exit")
             self.backend.destroy(record)
+            _reap_if_child(record.pid)
             self.store.remove(container_id)
         finally:
             self.store.unlock(lock)
@@ -300,6 +328,14 @@ def _kill_and_wait(pid: int, start_time: int) -> None:
         fastos.waitpid(pid, 0)  # our child when create fails: reap it
     except ChildProcessError:
         wait_for_exit(pid, start_time, timeout=10.0)
+
+
+def _reap_if_child(pid: int) -> None:
+    """A program using the Python API is the init's parent: collect the zombie."""
+    try:
+        fastos.waitpid(pid, WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _user_name(uid: int) -> str:
