@@ -61,9 +61,12 @@ class CreateRequest:
 
 
 class CreatedInit:
-    """The init process a backend set up; ``commit_fd`` is how it hears it was recorded."""
+    """The init process a backend set up.
 
-    __slots__ = ("commit_fd", "extra", "pid", "start_time")
+    ``commit_fd`` is how it hears it was recorded; ``ack_fd`` reads its answer (EOF).
+    """
+
+    __slots__ = ("ack_fd", "commit_fd", "extra", "pid", "start_time")
 
     def __init__(
         self,
@@ -71,11 +74,13 @@ class CreatedInit:
         start_time: int,
         extra: dict[str, Any] | None = None,
         commit_fd: int = -1,
+        ack_fd: int = -1,
     ) -> None:
         self.pid = pid
         self.start_time = start_time
         self.extra = extra or {}
         self.commit_fd = commit_fd
+        self.ack_fd = ack_fd
 
 
 class Backend:

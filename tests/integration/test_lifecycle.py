@@ -425,3 +425,18 @@ def test_python_api_runs_a_container(
     runtime.delete(container_id)
     assert runtime.list() == []
     assert not os.path.exists(f"/proc/{state['pid']}")  # killed, and reaped by delete
+
+
+def test_init_survives_create_exiting_at_once(
+    corral: Corral, make_bundle: MakeBundle, container_id: str
+) -> None:
+    # Regression: the init drops PR_SET_PDEATHSIG only after `create` recorded it; if
+    # `create` exited before the init had done so, the kernel killed the init and the
+    # next `start` found a stopped container. Many quick rounds make the race visible.
+    bundle = make_bundle(["sleep", "100"])
+    for round_number in range(15):
+        name = f"{container_id}-{round_number}"
+        create_detached(corral, bundle, name)
+        corral("start", name)
+        assert corral.state(name)["status"] == "running"
+        corral("delete", "--force", name)

@@ -65,9 +65,11 @@ class LinuxBackend(Backend):
                 os.close(fd)
         try:
             answer = _read_answer(read_fd)
-        finally:
+        except BaseException:
             os.close(read_fd)
+            raise
         if answer.get("ready") is not True:
+            os.close(read_fd)
             os.close(commit_write)
             _reap(pid)
             message = answer.get("error") or "container init exited during setup"
@@ -76,17 +78,23 @@ class LinuxBackend(Backend):
 
         start_time = read_start_time(pid)
         if start_time is None:
+            os.close(read_fd)
             os.close(commit_write)
             _reap(pid)
             raise CreateError("container init exited during setup")
         extra = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
-        return CreatedInit(pid, start_time, extra, commit_fd=commit_write)
+        return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
 
     def commit(self, init: CreatedInit) -> None:
         try:
             fastos.write(init.commit_fd, b"1")
+            # Wait for the init to drop PR_SET_PDEATHSIG (it then closes its end): if we
+            # exited first, the kernel would kill it for our death.
+            while fastos.read(init.ack_fd, 64):
+                pass
         finally:
             fastos.close(init.commit_fd)
+            fastos.close(init.ack_fd)
 
     def processes(self, record: Record) -> list[int]:
         from corral.core.procinfo import children_of

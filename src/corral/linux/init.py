@@ -58,13 +58,14 @@ def run_init(
         # Find the program now, so a missing one fails `create`, not the later `start`.
         executable = resolve_executable(request.spec.process)
         os.write(sync_fd, b'{"ready": true}\n')
-        os.close(sync_fd)
-        sync_fd = -1  # from here on, errors go to the container's stderr
         if os.read(commit_fd, 1) != b"1":
             os._exit(1)  # the parent failed to record us: it is cleaning up
         os.close(commit_fd)
-        # Recorded: from now on this process outlives `corral create`, as it must.
+        # Recorded: from now on this process outlives `corral create`, as it must. The
+        # parent waits for the EOF below before it exits, or its death would kill us.
         sc.prctl(sc_.PR_SET_PDEATHSIG, 0)
+        os.close(sync_fd)
+        sync_fd = -1  # from here on, errors go to the container's stderr
         from corral.core.fifo import signal_start
 
         signal_start(state_fd, request.fifo_name)
