@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
+from corral.core.execute import exec_process
 from corral.linux.capabilities import capability_mask
 from corral.linux.credentials import apply_credentials
-from corral.linux.execute import exec_process
 from corral.linux.rlimits import apply_rlimits
 from corral.linux.syscalls import CLONE_NEWIPC, CLONE_NEWNS, MS_PRIVATE, MS_REC, Syscalls
 from corral.linux.sysctl import apply_oom_score_adj, apply_sysctl

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from corral.errors import CreateError
-from corral.linux.execute import (
+from corral.core.execute import (
     DEFAULT_PATH,
     exec_environment,
     exec_process,
     find_executable,
     resolve_executable,
 )
+from corral.errors import CreateError
 from corral.spec.model import Process, User
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux process semantics")

@@ -47,7 +47,7 @@ def run_init(
     the parent (PR_SET_PDEATHSIG), so a ``create`` killed half-way leaves no orphan.
     """
     try:
-        from corral.linux.execute import exec_process, resolve_executable
+        from corral.core.execute import exec_process, resolve_executable
 
         # If the parent dies before this takes effect, the commit byte never comes
         # (read returns EOF) and the init exits below; getppid() cannot tell, as it is
@@ -80,11 +80,6 @@ def _preload() -> None:
     """Import now what runs after pivot_root: from then on the host's stdlib is gone."""
     import resource  # noqa: F401 - used by Syscalls.prlimit
 
-    import corral.core.fifo
-    import corral.core.jsonio
-    import corral.errors
-    import corral.linux.capabilities
-    import corral.linux.execute  # noqa: F401
 
 
 def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> int:

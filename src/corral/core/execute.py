@@ -1,5 +1,7 @@
 """The init's last act: find the program, clean the process up, execve(2) it.
 
+POSIX only, so the Linux init and the FreeBSD entrypoint share it.
+
 The program is looked up like execvp(3) does, but with the ``PATH`` of ``process.env``
 (the container's), not the runtime's, and with the default of runc when it is unset.
 Errors read as runc's, which clients match: Docker maps "executable file not found" and
@@ -36,7 +38,6 @@ else:
     import _signal
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CLOSE_RANGE_CLOEXEC = 1 << 2  # <linux/close_range.h>
 
 
 def exec_environment(env: list[str], uid: int, passwd: str = "/etc/passwd") -> dict[str, str]:
@@ -125,19 +126,21 @@ def reset_signals() -> None:
 
 
 def close_inherited_fds(first: int) -> None:
-    """Make every open descriptor from ``first`` up close-on-exec."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        # No /proc in the container: one close_range(2) does the same (Linux 5.11).
-        from corral.linux.syscalls import Syscalls
+    """Make every open descriptor from ``first`` up close-on-exec.
 
+    The descriptors are listed from ``/proc/self/fd`` (Linux) or ``/dev/fd`` (FreeBSD
+    with fdescfs); where neither lists them, every possible one is closed outright,
+    which is as good since only ``execve`` follows.
+    """
+    for listing in ("/proc/self/fd", "/dev/fd"):
         try:
-            Syscalls().close_range(first, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
-        except OSError as error:
-            raise CreateError(
-                f"cannot make the runtime's file descriptors close-on-exec: {error}"
-            ) from error
+            names = os.listdir(listing)
+        except OSError:
+            continue
+        if len(names) > 3 or listing == "/proc/self/fd":
+            break  # FreeBSD's /dev/fd without fdescfs lists only 0, 1 and 2
+    else:
+        os.closerange(first, _max_fd())
         return
     for name in names:
         fd = int(name)
@@ -146,6 +149,13 @@ def close_inherited_fds(first: int) -> None:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass  # the descriptor listdir used, closed by now
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (OSError, ValueError):
+        return 65536
 
 
 def exec_process(process: Process, *, preserve_fds: int, executable: str | None = None) -> NoReturn:
