@@ -5,10 +5,12 @@ its number to an unrelated process. The state file records the init's start time
 (field 22 of ``/proc/<pid>/stat``, in clock ticks since boot, proc(5)), and a pid
 counts as the container's only while that start time matches and the process is not
 a zombie. The backend supplies :func:`read_start_time` for its platform; this is the
-Linux one, which the FreeBSD backend replaces with ``kinfo_proc``.
+Linux one; on FreeBSD, :mod:`corral.freebsd.procinfo` answers from ``kinfo_proc``.
 """
 
 from __future__ import annotations
+
+import sys
 
 from corral.core import fastos
 
@@ -31,6 +33,11 @@ def read_start_time(pid: int) -> int | None:
     if stat is None or stat[0] in ("Z", "X"):
         return None
     return stat[2]
+
+
+if sys.platform.startswith("freebsd"):
+    # FreeBSD has no /proc by default: kinfo_proc through sysctl tells the same.
+    from corral.freebsd.procinfo import read_start_time
 
 
 def is_alive(pid: int, start_time: int) -> bool:
