@@ -12,7 +12,7 @@ kills and reaps the child and raises :class:`~corral.errors.CreateError`.
 from __future__ import annotations
 
 from corral.backend import Backend, CreatedInit
-from corral.core import fastos
+from corral.core import fastos, handshake
 from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
@@ -64,7 +64,7 @@ class LinuxBackend(Backend):
             for fd in ns_fds.values():
                 os.close(fd)
         try:
-            answer = _read_answer(read_fd)
+            answer = handshake.read_answer(read_fd)
         except BaseException:
             os.close(read_fd)
             raise
@@ -86,15 +86,7 @@ class LinuxBackend(Backend):
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
 
     def commit(self, init: CreatedInit) -> None:
-        try:
-            fastos.write(init.commit_fd, b"1")
-            # Wait for the init to drop PR_SET_PDEATHSIG (it then closes its end): if we
-            # exited first, the kernel would kill it for our death.
-            while fastos.read(init.ack_fd, 64):
-                pass
-        finally:
-            fastos.close(init.commit_fd)
-            fastos.close(init.ack_fd)
+        handshake.commit(init.commit_fd, init.ack_fd)
 
     def processes(self, record: Record) -> list[int]:
         from corral.core.procinfo import children_of
@@ -126,29 +118,6 @@ def _open_namespace_paths(namespaces: list[Namespace]) -> dict[str, int]:
                 f"linux.namespaces[{index}].path", f"{ns.path}: {error.strerror}"
             ) from None
     return fds
-
-
-def _read_answer(fd: int) -> dict[str, object]:
-    import os
-
-    from corral.core import jsonio
-
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            break
-    data = b"".join(chunks).strip()
-    if not data:
-        return {}
-    try:
-        answer = jsonio.loads(data.splitlines()[-1])
-    except ValueError:
-        return {"error": data.decode(errors="replace")}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _reap(pid: int) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from corral.core import handshake
 from corral.linux import syscalls as sc_
 
 SIGKILL = 9
@@ -57,14 +58,8 @@ def run_init(
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
         executable = resolve_executable(request.spec.process)
-        os.write(sync_fd, b'{"ready": true}\n')
-        if os.read(commit_fd, 1) != b"1":
-            os._exit(1)  # the parent failed to record us: it is cleaning up
-        os.close(commit_fd)
-        # Recorded: from now on this process outlives `corral create`, as it must. The
-        # parent waits for the EOF below before it exits, or its death would kill us.
-        sc.prctl(sc_.PR_SET_PDEATHSIG, 0)
-        os.close(sync_fd)
+        handshake.send_ready(sync_fd)
+        handshake.await_commit(sync_fd, commit_fd, lambda: sc.prctl(sc_.PR_SET_PDEATHSIG, 0))
         sync_fd = -1  # from here on, errors go to the container's stderr
         from corral.core.fifo import signal_start
 
@@ -72,14 +67,13 @@ def run_init(
         os.close(state_fd)
         exec_process(request.spec.process, preserve_fds=request.preserve_fds, executable=executable)
     except BaseException as error:
-        _report(sync_fd, error)
+        handshake.report_error(sync_fd, error)
     os._exit(1)
 
 
 def _preload() -> None:
     """Import now what runs after pivot_root: from then on the host's stdlib is gone."""
     import resource  # noqa: F401 - used by Syscalls.prlimit
-
 
 
 def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> int:
@@ -139,24 +133,3 @@ def _enter_namespaces(sc: Syscalls, namespaces: list[Namespace], ns_fds: dict[st
             flags |= sc_.NAMESPACE_FLAGS[ns.type]
     if flags:
         sc.unshare(flags)
-
-
-def _report(sync_fd: int, error: BaseException) -> None:
-    from corral.core import jsonio
-    from corral.errors import CorralError
-
-    if isinstance(error, CorralError):
-        message = str(error)
-    elif isinstance(error, OSError):
-        message = error.strerror or str(error)
-        if error.filename and str(error.filename) not in message:
-            message = f"{error.filename}: {message}"
-    else:
-        message = f"{type(error).__name__}: {error}"
-    try:
-        if sync_fd >= 0:
-            os.write(sync_fd, (jsonio.dumps({"error": message}) + "\n").encode())
-        else:
-            os.write(2, f"corral: {message}\n".encode())
-    except OSError:
-        pass
