@@ -122,6 +122,10 @@ def select_backend() -> Backend:
         from corral.linux.backend import LinuxBackend
 
         return LinuxBackend()
+    if sys.platform.startswith("freebsd"):
+        from corral.freebsd.backend import FreeBSDBackend
+
+        return FreeBSDBackend()
     from corral.errors import CorralError
 
     raise CorralError(f"corral does not run containers on {sys.platform} yet")

@@ -249,3 +249,43 @@ def test_reused_pid_counts_as_stopped(tmp_path: Path, bundle: Path, backend: Fak
     record.start_time += 1  # as if the pid now belonged to a process started later
     runtime.store.save(record)
     assert runtime.state("c6")["status"] == "stopped"
+
+
+def test_poststart_and_poststop_hooks_run_from_the_record(
+    tmp_path: Path, bundle: Path, backend: FakeBackend
+) -> None:
+    import json
+
+    script = tmp_path / "hook.sh"
+    script.write_text('#!/bin/sh\ncat > "$1"\n')
+    script.chmod(0o755)
+    failing = tmp_path / "fail.sh"
+    failing.write_text("#!/bin/sh\necho broken >&2\nexit 4\n")
+    failing.chmod(0o755)
+    config = json.loads((bundle / "config.json").read_text())
+    config["hooks"] = {
+        "poststart": [
+            {"path": str(failing)},
+            {"path": str(script), "args": ["hook.sh", str(tmp_path / "poststart.json")]},
+        ],
+        "poststop": [{"path": str(script), "args": ["hook.sh", str(tmp_path / "poststop.json")]}],
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    warnings: list[str] = []
+    runtime = Runtime(str(tmp_path / "root"), backend=backend, warn=warnings.append)
+    pid = runtime.create("h1", str(bundle))["pid"]
+    runtime.start("h1")
+    started = json.loads((tmp_path / "poststart.json").read_text())
+    assert started["status"] == "running"
+    assert started["pid"] == pid
+    assert started["annotations"] == {"org.example": "yes"}
+    # A failing poststart hook is a warning, and the next one still ran (config.md).
+    assert len(warnings) == 1
+    assert "hooks.poststart[0]" in warnings[0]
+    assert "exit status 4" in warnings[0]
+    runtime.kill("h1", 9)
+    backend.children[0].wait()
+    runtime.delete("h1")
+    stopped = json.loads((tmp_path / "poststop.json").read_text())
+    assert stopped["status"] == "stopped"
+    assert stopped["id"] == "h1"

@@ -32,6 +32,7 @@ from corral.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from corral.backend import Backend
@@ -51,9 +52,15 @@ class Runtime:
     'running'
     """
 
-    def __init__(self, root: str = DEFAULT_ROOT, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        root: str = DEFAULT_ROOT,
+        backend: Backend | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = st.StateStore(root)
         self._backend = backend
+        self.warn = warn or _warn_on_stderr
 
     @property
     def backend(self) -> Backend:
@@ -155,6 +162,9 @@ class Runtime:
             init = backend.create(request)
             record.pid, record.start_time = init.pid, init.start_time
             record.extra = init.extra
+            if spec.hooks:
+                # poststart and poststop run from later calls: keep them with the record.
+                record.extra["hooks"] = spec.raw["hooks"]
             record.stored_status = st.CREATED
             self.store.save(record)
             if pid_file:
@@ -212,6 +222,8 @@ class Runtime:
                 raise IllegalStateError(f"cannot start a container in the {status} state")
             fifo = f"{self.store.directory(container_id)}/{st.FIFO_NAME}"
             release_init(fifo, lambda: is_alive(record.pid, record.start_time))
+            # config.md: a failing poststart hook is a warning; the lifecycle goes on.
+            self._run_hooks(record, "poststart", st.RUNNING)
         finally:
             self.store.unlock(lock)
 
@@ -266,9 +278,38 @@ class Runtime:
                     raise IllegalStateError(f"container {container_id} init did not exit")
             self.backend.destroy(record)
             _reap_if_child(record.pid)
+            self._run_hooks(record, "poststop", st.STOPPED)
             self.store.remove(container_id)
         finally:
             self.store.unlock(lock)
+
+
+    def _run_hooks(self, record: st.Record, kind: str, status: str) -> None:
+        """Run the record's ``kind`` hooks; their failures are warnings (config.md)."""
+        document = record.extra.get("hooks")
+        if not isinstance(document, dict) or not document.get(kind):
+            return
+        from corral.core.hooks import run_hooks
+        from corral.spec.hooks import parse_hooks
+        from corral.spec.reader import Fields
+
+        state: dict[str, Any] = {
+            "ociVersion": record.oci_version,
+            "id": record.id,
+            "status": status,
+            "bundle": record.bundle,
+            "annotations": record.annotations,
+        }
+        if status == st.RUNNING:
+            state["pid"] = record.pid
+        hooks = parse_hooks(Fields(document, "hooks")).of(kind)
+        run_hooks(hooks, state, kind=kind, warn=self.warn)
+
+
+def _warn_on_stderr(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"corral: warning: {message}\n")
 
 
 def load_bundle_config(bundle: str) -> Spec:
@@ -290,7 +331,27 @@ def load_bundle_config(bundle: str) -> Spec:
         document = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ConfigError("", f"not valid JSON: {error}") from None
+    _merge_extension(bundle, document)
     return parse_config(document)
+
+
+def _merge_extension(bundle: str, document: object) -> None:
+    """Fold runj's ``runj.ext.json`` into the config, when the bundle has one."""
+    from corral.core import jsonio
+
+    try:
+        with open(f"{bundle}/runj.ext.json", "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return
+    from corral.spec.runjext import EXTENSION_FILE, merge_runj_extension
+
+    try:
+        extension = jsonio.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError("", f"not valid JSON: {error}", source=EXTENSION_FILE) from None
+    if isinstance(document, dict):
+        merge_runj_extension(document, extension)
 
 
 def resolve_rootfs(spec: Spec, bundle: str) -> str:

@@ -21,6 +21,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from corral.spec.freebsd import FreeBSD
+    from corral.spec.hooks import Hooks
+
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 PROPAGATIONS = (
     "shared", "slave", "private", "unbindable",
@@ -160,11 +163,17 @@ class Linux:
 
 
 class Spec:
-    """A parsed ``config.json``. ``raw`` keeps the document for backend checks and hooks."""
+    """A parsed ``config.json``. ``raw`` keeps the document for backend checks and hooks.
+
+    ``hooks`` and ``freebsd`` are None when the document has no such section (their
+    parsers are only imported when it does).
+    """
 
     __slots__ = (
         "annotations",
         "domainname",
+        "freebsd",
+        "hooks",
         "hostname",
         "linux",
         "mounts",
@@ -186,6 +195,8 @@ class Spec:
         domainname: str,
         annotations: dict[str, str],
         linux: Linux | None,
+        hooks: Hooks | None = None,
+        freebsd: FreeBSD | None = None,
     ) -> None:
         self.raw = raw
         self.oci_version = oci_version
@@ -196,6 +207,8 @@ class Spec:
         self.domainname = domainname
         self.annotations = annotations
         self.linux = linux
+        self.hooks = hooks
+        self.freebsd = freebsd
 
 
 def parse_config(document: object) -> Spec:
@@ -221,7 +234,25 @@ def parse_config(document: object) -> Spec:
         domainname=top.string("domainname"),
         annotations=top.string_map("annotations"),
         linux=_linux(top.obj("linux")),
+        hooks=_hooks(top.obj("hooks")),
+        freebsd=_freebsd(top.obj("freebsd")),
     )
+
+
+def _hooks(fields: Fields | None) -> Hooks | None:
+    if fields is None:
+        return None
+    from corral.spec.hooks import parse_hooks
+
+    return parse_hooks(fields)
+
+
+def _freebsd(fields: Fields | None) -> FreeBSD | None:
+    if fields is None:
+        return None
+    from corral.spec.freebsd import parse_freebsd
+
+    return parse_freebsd(fields)
 
 
 def _check_semver(version: str, path: str) -> None:
