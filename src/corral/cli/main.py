@@ -82,9 +82,13 @@ _command(
 )
 _command(
     "spec",
-    "corral spec [--bundle DIR] [--rootless]",
+    "corral spec [--bundle DIR] [--rootless] [--platform linux|freebsd]",
     "write a default config.json",
-    [_BUNDLE, Flag("rootless", help="a config for rootless containers")],
+    [
+        _BUNDLE,
+        Flag("rootless", help="a config for rootless containers"),
+        Flag("platform", value=True, help="linux or freebsd (default: this host's)"),
+    ],
     0,
     0,
 )

@@ -99,3 +99,27 @@ def default_spec(args: list[str] | None = None, *, rootless: bool = False) -> di
         spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
         spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
     return spec
+
+
+def default_freebsd_spec(args: list[str] | None = None) -> dict[str, Any]:
+    """A jail: the host's devfs ruleset 4 (jail(8)'s usual one) on /dev, its own
+    hostname, and the host's network addresses (``ip4``/``ip6`` inherit), which needs
+    no interface set-up; use ``vnet: "new"`` and ``vnetInterfaces`` for a network
+    stack of its own."""
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": args or ["sh"],
+            "env": [DEFAULT_PATH, "TERM=xterm"],
+            "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": "corral",
+        "mounts": [
+            {"destination": "/dev", "type": "devfs", "source": "devfs", "options": ["ruleset=4"]},
+        ],
+        "freebsd": {"jail": {"host": "new", "ip4": "inherit", "ip6": "inherit"}},
+    }
