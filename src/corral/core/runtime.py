@@ -303,7 +303,8 @@ class Runtime:
         if status == st.RUNNING:
             state["pid"] = record.pid
         hooks = parse_hooks(Fields(document, "hooks")).of(kind)
-        run_hooks(hooks, state, kind=kind, warn=self.warn)
+        # runc runs the runtime's hooks from the bundle directory.
+        run_hooks(hooks, state, kind=kind, warn=self.warn, cwd=record.bundle)
 
 
 def _warn_on_stderr(message: str) -> None:

@@ -78,12 +78,8 @@ class FreeBSDBackend(Backend):
         process.check_process(spec)
         mounts.check_mounts(spec, request.bundle)
         rctl.check_rctl(spec)
-        if spec.process is not None and spec.process.terminal and not request.console_socket:
-            from corral.errors import ConfigError
-
-            raise ConfigError(
-                "process.terminal", "a terminal needs --console-socket (or corral run)"
-            )
+        if spec.process is not None and spec.process.terminal:
+            _check_terminal(request)
 
     def create(self, request: CreateRequest) -> CreatedInit:
         from corral.freebsd import mounts, params, rctl, vnet
@@ -145,10 +141,13 @@ class FreeBSDBackend(Backend):
 
         state = self._state(request, "creating")
         # prestart is deprecated, and runs where createRuntime does (config.md).
-        run_hooks(hooks.prestart, state, kind="prestart")
-        run_hooks(hooks.create_runtime, state, kind="createRuntime")
+        bundle = request.bundle  # where runc runs the runtime's hooks from
+        run_hooks(hooks.prestart, state, kind="prestart", cwd=bundle)
+        run_hooks(hooks.create_runtime, state, kind="createRuntime", cwd=bundle)
         if hooks.create_container:
-            self._in_jail(jid, lambda: run_hooks(hooks.create_container, state, kind="createContainer"))
+            self._in_jail(
+                jid, lambda: run_hooks(hooks.create_container, state, kind="createContainer")
+            )
 
     def _in_jail(self, jid: int, action: Callable[[], object]) -> None:
         """Run ``action`` in a child attached to the jail (the container's namespace)."""
@@ -193,9 +192,7 @@ class FreeBSDBackend(Backend):
             fds = EntrypointFds(
                 sync=write_fd, commit=commit_read, state_dir=state_fd, console=console_fd
             )
-            run_entrypoint(
-                self.sc, request, jid, fds, start_hooks, self._state(request, "created")
-            )
+            run_entrypoint(self.sc, request, jid, fds, start_hooks, self._state(request, "created"))
         for fd in (write_fd, commit_read, state_fd, console_fd):
             if fd >= 0:
                 os.close(fd)
@@ -211,7 +208,9 @@ class FreeBSDBackend(Backend):
             os.close(read_fd)
             os.close(commit_write)
             _reap(pid)
-            raise CreateError(str(answer.get("error") or "container entrypoint exited during setup"))
+            raise CreateError(
+                str(answer.get("error") or "container entrypoint exited during setup")
+            )
         return CreatedInit(pid, start_time, {}, commit_fd=commit_write, ack_fd=read_fd)
 
     def commit(self, init: CreatedInit) -> None:
@@ -251,6 +250,21 @@ class FreeBSDBackend(Backend):
         failures = _undo(list(reversed(steps)))
         if failures:
             raise CreateError("delete: " + "; ".join(failures))
+
+
+def _check_terminal(request: CreateRequest) -> None:
+    from corral.errors import ConfigError
+
+    if not request.console_socket:
+        raise ConfigError("process.terminal", "a terminal needs --console-socket")
+    size = request.spec.raw.get("process", {}).get("consoleSize")
+    if isinstance(size, dict):
+        for key in ("height", "width"):
+            value = size.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+                raise ConfigError(
+                    f"process.consoleSize.{key}", f"{value!r} is not a size from 0 to 65535"
+                )
 
 
 def _remove_jail(sc: FreeBSDSyscalls, jid: int) -> None:

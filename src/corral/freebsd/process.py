@@ -106,9 +106,14 @@ def apply_process(sc: ProcessCalls, process: Process) -> None:
             raise CreateError(f'process.cwd "{process.cwd}": {error.strerror}') from None
     user = process.user
     try:
-        os.setgroups(user.additional_gids)
-        os.setgid(user.gid)
-        os.setuid(user.uid)
+        if (os.getuid(), os.getgid(), sorted(os.getgroups())) != (
+            user.uid,
+            user.gid,
+            sorted(user.additional_gids),
+        ):  # already the user (an unprivileged test run): setgroups(2) would need root
+            os.setgroups(user.additional_gids)
+            os.setgid(user.gid)
+            os.setuid(user.uid)
     except OSError as error:
         raise CreateError(
             f"process.user: cannot become uid {user.uid} gid {user.gid}: {error.strerror}"
