@@ -32,8 +32,10 @@ Where the mapping is not one to one (all checked against sys/kern/kern_jail.c):
   turns it off unless the config says otherwise, and check_freebsd refuses
   ``setHostname: true`` with it.
 * ``devfs_ruleset`` is passed only when the jail may mount devfs itself
-  (``allow.mount`` lists "devfs"); it is the ``ruleset=N`` option of the config's devfs
-  mount. Without a ruleset a devfs mounted in the jail would show every device.
+  (``allow.mount`` lists "devfs"; config-freebsd.md: "only required for jails which
+  create new devfs mounts"). It is the ``ruleset=N`` option of the config's devfs mount,
+  else 4 as for corral's own devfs mounts; ruleset 0 is refused, since the jail's devfs
+  would then show every device of the host.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ JAIL_SYS = {"disable": JAIL_SYS_DISABLE, "new": JAIL_SYS_NEW, "inherit": JAIL_SY
 
 MAXHOSTNAMELEN = 256  # <sys/param.h>: host names and jail names, with their NUL
 MAX_DEVFS_RULESET = 65535  # kern_jail.c: devfs_rsnum is a uint16_t
+# jail(8) mount.devfs: ruleset 4 (devfsrules_jail) unless one is named; corral's devfs
+# mounts (corral.freebsd.mounts) use the same default.
+DEFAULT_DEVFS_RULESET = 4
 
 # JailAllow attributes and their jail parameters (allow.mount is a list, done apart).
 ALLOW_PARAMS = (
@@ -121,7 +126,8 @@ def jail_name(container_id: str, parent: str | None = None) -> str:
 
 
 def devfs_ruleset(spec: Spec) -> int | None:
-    """The ``ruleset=N`` option of the config's devfs mount (the one on /dev first)."""
+    """The ``ruleset=N`` option of the config's devfs mounts (the one on /dev first);
+    None when none names a ruleset."""
     found: int | None = None
     for index, mount in enumerate(spec.mounts):
         if mount.type != "devfs":
@@ -225,11 +231,11 @@ def _check_mounts(spec: Spec, jail: Jail) -> None:
             f"{_JAIL}.allow.mount",
             f"mounting inside a jail needs enforceStatfs 0 or 1, and it is {shown}",
         )
-    if "devfs" in fstypes and not devfs_ruleset(spec):
+    if "devfs" in fstypes and devfs_ruleset(spec) == 0:
         raise ConfigError(
             join(f"{_JAIL}.allow.mount", fstypes.index("devfs")),
-            "a jail that mounts devfs needs a devfs ruleset (give the devfs mount a "
-            '"ruleset=N" option): without one it would see every device of the host',
+            "a jail that mounts devfs needs a devfs ruleset, and the devfs mount says "
+            "ruleset=0: the jail's own devfs would show every device of the host",
         )
 
 
@@ -273,8 +279,7 @@ def jail_params(spec: Spec, container_id: str, rootfs: str) -> list[tuple[str, J
         params.append(("enforce_statfs", jail.enforce_statfs))
     if "devfs" in jail.allow.mount:
         ruleset = devfs_ruleset(spec)
-        assert ruleset is not None  # check_freebsd refused a devfs mount permission without
-        params.append(("devfs_ruleset", ruleset))
+        params.append(("devfs_ruleset", DEFAULT_DEVFS_RULESET if ruleset is None else ruleset))
     for attribute, name in ALLOW_PARAMS:
         flag: bool | None = getattr(jail.allow, attribute)
         if flag is None and attribute == "set_hostname" and jail.host == "inherit":
