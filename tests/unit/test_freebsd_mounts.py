@@ -559,7 +559,15 @@ def test_unmount_all_reverse_and_goes_on(tmp_path: Path) -> None:
         ("unmount", targets[1], 0),
         ("unmount", targets[0], 0),
     ]
-    assert errors == [f"unmount {targets[3]}: {targets[3]}: Input/output error"]
+    assert errors == [f"{targets[3]}: Input/output error"]  # the fake's OSError names it
+
+
+def test_unmount_all_names_the_target_when_the_error_does_not(tmp_path: Path) -> None:
+    class Failing(RecordingSyscalls):
+        def unmount(self, path: str, flags: int = 0) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    assert unmount_all(Failing(), [str(tmp_path)]) == [f"unmount {tmp_path}: Input/output error"]
 
 
 def test_unmount_all_reports_a_failing_forced_unmount(tmp_path: Path) -> None:

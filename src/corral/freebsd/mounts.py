@@ -439,7 +439,8 @@ def unmount_all(sc: MountSyscalls, targets: list[str]) -> list[str]:
         try:
             _unmount(sc, target)
         except OSError as error:
-            errors.append(f"unmount {target}: {_reason(error)}")
+            reason = _reason(error)  # the syscalls layer may have named the path already
+            errors.append(reason if target in reason else f"unmount {target}: {reason}")
     return errors
 
 
