@@ -419,7 +419,8 @@ def _open_decompressed(
         return bz2.BZ2File(source), "bzip2", (EOFError, OSError, ValueError)
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         raise ImageError(f"{label}: zstd-compressed; decompress it first (unzstd)")
-    if len(head) == _BLOCK and head[257:262] == b"ustar":
+    if len(head) == _BLOCK and (head[257:262] == b"ustar" or not head.strip(b"\0")):
+        # ustar magic, or a zero block: an empty archive, said so after the scan.
         return source, "tar", (OSError,)
     raise ImageError(f"{label}: not a tar archive (nor an xz, gzip or bzip2 compressed one)")
 
@@ -450,14 +451,14 @@ def _scan_tar(tee: _Tee, label: str) -> _Scan:
         while True:
             try:
                 member = archive.next()
+                if member is None:
+                    break
+                # A stream-mode TarFile keeps every member it read; base.txz has ~30,000
+                # and nothing here looks back, so let them go (typeshed omits the attribute).
+                archive.members.clear()  # type: ignore[attr-defined]
+                _note_member(archive, member, scan)
             except tarfile.TarError as error:
                 raise ImageError(f"{label}: damaged tar archive ({error})") from None
-            if member is None:
-                break
-            # A stream-mode TarFile keeps every member it read; base.txz has ~30,000
-            # and nothing here looks back, so let them go (typeshed omits the attribute).
-            archive.members.clear()  # type: ignore[attr-defined]
-            _note_member(archive, member, scan)
         end = archive.offset
     tee.drain()
     # tarfile ends quietly at a header that is missing: the input must reach past the
