@@ -13,8 +13,9 @@ Optional booleans and modes stay ``None`` when the config leaves them out: "unse
 
 IP addresses are parsed here by :func:`pack_ip4` and :func:`pack_ip6` into the bytes the
 kernel takes (``struct in_addr`` / ``struct in6_addr``, network byte order), rather than
-with ``ipaddress`` (a 5 ms import) or ``socket`` (a platform call): the same functions
-encode ``ip4.addr`` / ``ip6.addr`` for jail_set(2).
+with ``ipaddress`` or ``socket.inet_pton`` (2.5 and 4.7 ms to import, measured with
+``-X importtime``): the same functions encode ``ip4.addr`` / ``ip6.addr`` for
+jail_set(2), and the tests hold them to inet_pton's answers.
 """
 
 from __future__ import annotations
