@@ -78,7 +78,8 @@ def cmd_demo_oci_image(parsed: Parsed) -> int:
     sys.stdout.write(
         f"{output}: {info.reference} ({platform}), {info.members} files, "
         f"layer {format_size(info.layer_size)}, manifest {info.manifest_digest}\n"
-        f"load it with: ctr image import {output}\n"
+        # --platform: ctr imports and unpacks only the host's platform by default.
+        f"load it with: ctr image import --platform {platform} {output}\n"
     )
     return 0
 
