@@ -483,8 +483,16 @@ def _containerd_unavailable() -> str | None:
     ctr = shutil.which("ctr")
     if ctr is None:
         return "ctr is not installed"
+    address = os.environ.get("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock")
+    if not os.path.exists(address):
+        return f"no containerd socket at {address}"
     try:
-        probe = subprocess.run([ctr, "version"], capture_output=True, timeout=10, check=False)
+        probe = subprocess.run(
+            [ctr, "--connect-timeout", "3s", "version"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "ctr version timed out"
     if probe.returncode != 0:
