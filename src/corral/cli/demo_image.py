@@ -30,6 +30,7 @@ def cmd_demo_download(parsed: Parsed) -> int:
         default_release,
         download_base,
         format_size,
+        freebsd_machine,
         host_arch,
         release_name,
     )
@@ -38,7 +39,10 @@ def cmd_demo_download(parsed: Parsed) -> int:
     arch = _value(parsed, "arch") or host_arch()
     output = _value(parsed, "output") or DEFAULT_BASE
     url = base_url(release, arch)
-    sys.stderr.write(f"corral: downloading FreeBSD {release_name(release)} ({arch}) from {url}\n")
+    machine_arch = freebsd_machine(arch)[1]  # FreeBSD's name: x86_64 -> amd64
+    sys.stderr.write(
+        f"corral: downloading FreeBSD {release_name(release)} ({machine_arch}) from {url}\n"
+    )
     digest = download_base(release, arch, output)
     size = format_size(os.path.getsize(output))
     sys.stdout.write(f"{output}: {size}, {digest} (checked against the release's MANIFEST)\n")
