@@ -133,3 +133,9 @@ class RecordingFreeBSDSyscalls(FreeBSDSyscalls):
     def setrlimit(self, resource: int, soft: int, hard: int) -> None:
         self.calls.append(("setrlimit", resource, soft, hard))
         self._maybe_fail("setrlimit", resource, f"setrlimit {resource}")
+
+    # -- process control -------------------------------------------------------------
+
+    def procctl(self, idtype: int, ident: int, command: int, value: int) -> None:
+        self.calls.append(("procctl", idtype, ident, command, value))
+        self._maybe_fail("procctl", command, f"procctl {command}")

@@ -283,7 +283,6 @@ class Runtime:
         finally:
             self.store.unlock(lock)
 
-
     def _run_hooks(self, record: st.Record, kind: str, status: str) -> None:
         """Run the record's ``kind`` hooks; their failures are warnings (config.md)."""
         document = record.extra.get("hooks")

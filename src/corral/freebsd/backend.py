@@ -71,10 +71,13 @@ class FreeBSDBackend(Backend):
     # -- create ----------------------------------------------------------------------
 
     def check(self, request: CreateRequest) -> None:
-        from corral.freebsd import mounts, params, process, rctl
+        from corral.freebsd import mounts, params, process, rctl, vnet
 
         spec = request.spec
         params.check_freebsd(spec)
+        jail = spec.freebsd.jail if spec.freebsd is not None else None
+        params.jail_name(request.container_id, jail.parent if jail else None)  # a usable name?
+        vnet.check_network(spec)
         process.check_process(spec)
         mounts.check_mounts(spec, request.bundle)
         rctl.check_rctl(spec)
@@ -85,12 +88,14 @@ class FreeBSDBackend(Backend):
         from corral.freebsd import mounts, params, rctl, vnet
 
         spec = request.spec
-        name = request.container_id
+        jail = spec.freebsd.jail if spec.freebsd is not None else None
+        # A jail with a parent is named "<parent>.<id>" (jail(8), "Hierarchical Jails").
+        name = params.jail_name(request.container_id, jail.parent if jail else None)
         undo: list[tuple[str, Callable[[], object]]] = []
         extra: dict[str, Any] = {"jailName": name}
         try:
             steps = mounts.plan_mounts(spec, request.rootfs, request.bundle)
-            mounted = mounts.apply_mounts(self.sc, steps)
+            mounted = mounts.apply_mounts(self.sc, steps, run=self.run)
             extra["mounts"] = mounted
             undo.append(("mounts", lambda: mounts.unmount_all(self.sc, mounted)))
 
@@ -99,7 +104,6 @@ class FreeBSDBackend(Backend):
             extra["jid"] = jid
             undo.append(("jail", lambda: self.sc.jail_remove(jid)))
 
-            jail = spec.freebsd.jail if spec.freebsd is not None else None
             if jail is not None:
                 network = vnet.attach_network(self.run, name, jail)
                 extra["network"] = network
@@ -158,7 +162,7 @@ class FreeBSDBackend(Backend):
             try:
                 self.sc.jail_attach(jid)
                 action()
-            except BaseException as error:  # noqa: BLE001
+            except BaseException as error:  # the parent must hear of every failure
                 handshake.report_error(write_fd, error)
                 os._exit(1)
             os._exit(0)
@@ -283,7 +287,7 @@ def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
     for what, step in reversed(steps):
         try:
             result = step()
-        except Exception as error:  # noqa: BLE001 - every step must get its chance
+        except Exception as error:  # every step must get its chance
             failures.append(f"{what}: {handshake.error_message(error)}")
             continue
         if isinstance(result, list) and result:  # unmount_all/detach return their errors

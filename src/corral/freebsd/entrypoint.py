@@ -76,7 +76,7 @@ def run_entrypoint(
 
             run_hooks(start_hooks, {**state, "status": "running"}, kind="startContainer")
         exec_process(process, preserve_fds=request.preserve_fds, executable=executable)
-    except BaseException as error:  # noqa: BLE001 - everything must reach the parent
+    except BaseException as error:  # everything must reach the parent
         handshake.report_error(sync_fd, error)
     os._exit(1)
 

@@ -15,9 +15,17 @@ from corral.errors import ConfigError, CreateError, UnsupportedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
 
     from corral.spec.model import Process, Spec
+
+    class ProcessCalls(Protocol):
+        """What :func:`apply_process` needs: the FreeBSD syscall layer has it."""
+
+        def setrlimit(self, resource: int, soft: int, hard: int) -> None: ...
+
+        def procctl(self, idtype: int, ident: int, command: int, value: int) -> None: ...
+
 
 # sys/resource.h
 RLIMITS = {
@@ -77,16 +85,6 @@ def check_process(spec: Spec) -> None:
 
 def _all_empty(capabilities: object) -> bool:
     return isinstance(capabilities, dict) and not any(capabilities.values())
-
-
-class ProcessCalls:
-    """What :func:`apply_process` needs from the system: the FreeBSD syscall layer has it."""
-
-    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
-        raise NotImplementedError
-
-    def procctl(self, idtype: int, ident: int, command: int, value: int) -> None:
-        raise NotImplementedError
 
 
 def apply_process(sc: ProcessCalls, process: Process) -> None:

@@ -319,3 +319,15 @@ class FreeBSDSyscalls:
         except (OSError, ValueError) as error:
             err = getattr(error, "errno", None) or errno.EINVAL
             raise OSError(err, f"setrlimit {resource}: {os.strerror(err)}") from None
+
+    # -- process control -------------------------------------------------------------
+
+    def procctl(self, idtype: int, ident: int, command: int, value: int) -> None:
+        """procctl(2) with an int argument: PROC_PDEATHSIG_CTL, PROC_NO_NEW_PRIVS_CTL..."""
+        import ctypes
+
+        fn = self._function("procctl")
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
+        argument = ctypes.c_int(value)
+        if fn(idtype, ident, command, ctypes.byref(argument)) < 0:
+            raise self._failed(f"procctl {command}")
