@@ -94,9 +94,20 @@ _command(
 )
 _command(
     "demo",
-    "corral demo [--bundle DIR] [--keep] [-- command...]",
-    "build a busybox bundle from the host's static busybox and run it",
-    [_BUNDLE, Flag("keep", help="keep the bundle")],
+    "corral demo [--bundle DIR] [--keep] [-- command...] | "
+    "demo download [--release R] [--arch A] [--output F] | "
+    "demo oci-image [--input F] [--output F] [--tag NAME:TAG] [--arch A]",
+    "run a busybox container from the host's static busybox; or fetch a FreeBSD "
+    "base.txz, or turn one into an OCI image",
+    [
+        _BUNDLE,
+        Flag("keep", help="keep the bundle"),
+        Flag("release", value=True, help="download: FreeBSD release, e.g. 14.3"),
+        Flag("arch", value=True, help="download, oci-image: amd64 or arm64"),
+        Flag("output", value=True, help="download: base.txz; oci-image: image.tar"),
+        Flag("input", value=True, help="oci-image: the root filesystem tarball"),
+        Flag("tag", value=True, help="oci-image: image name, e.g. freebsd:14.3"),
+    ],
     0,
     None,
 )
@@ -183,6 +194,14 @@ def _dispatch(name: str, options: Parsed, parsed: Parsed, logger: object) -> int
         from corral.cli.spec_cmd import cmd_spec
 
         return cmd_spec(parsed)
+    if name == "demo" and parsed.args[:1] == ["download"]:
+        from corral.cli.demo_image import cmd_demo_download
+
+        return cmd_demo_download(parsed)
+    if name == "demo" and parsed.args[:1] == ["oci-image"]:
+        from corral.cli.demo_image import cmd_demo_oci_image
+
+        return cmd_demo_oci_image(parsed)
     if name == "demo":
         from corral.cli.demo import cmd_demo
 
