@@ -55,6 +55,10 @@ def make_jail_bundle(tmp_path: Path, args: list[str], edit: Any = None) -> Path:
     return bundle
 
 
+def output_of(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=False, capture_output=True, text=True)
+
+
 def jail_exists(name: str) -> bool:
     return subprocess.run(["jls", "-j", name], check=False, capture_output=True).returncode == 0
 
