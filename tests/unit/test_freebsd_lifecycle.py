@@ -170,3 +170,46 @@ def test_vnet_interfaces_move_in_and_back(tmp_path: Path) -> None:
     assert [c[1:] for c in commands] == [["epair0b", "vnet", "net"]]
     runtime.delete("net")
     assert [c[1:] for c in commands][-1] == ["epair0b", "-vnet", "net"]
+
+
+def test_the_default_freebsd_spec_passes_every_check(tmp_path: Path) -> None:
+    from corral.backend import CreateRequest
+    from corral.spec.default import default_freebsd_spec
+    from corral.spec.model import parse_config
+
+    (tmp_path / "rootfs").mkdir()
+    spec = parse_config(default_freebsd_spec(["/bin/sh"]))
+    request = CreateRequest(
+        container_id="web",
+        bundle=str(tmp_path),
+        rootfs=str(tmp_path / "rootfs"),
+        spec=spec,
+        state_dir=str(tmp_path / "state"),
+        fifo_name="exec.fifo",
+    )
+    FreeBSDBackend(sc=FakeSyscalls()).check(request)
+    from corral.freebsd.params import jail_params
+
+    params = dict(jail_params(spec, "web", str(tmp_path / "rootfs")))
+    assert params["host.hostname"] == "corral"
+    assert params["ip4"] == "inherit" or params["ip4"] == 2
+
+
+def test_linux_only_fields_are_refused_on_freebsd(tmp_path: Path) -> None:
+    from corral.backend import CreateRequest
+    from corral.errors import ConfigError
+    from corral.spec.default import default_freebsd_spec
+    from corral.spec.model import parse_config
+
+    document = default_freebsd_spec(["/bin/sh"])
+    document["process"]["capabilities"] = {"bounding": ["CAP_KILL"]}
+    request = CreateRequest(
+        container_id="web",
+        bundle=str(tmp_path),
+        rootfs=str(tmp_path),
+        spec=parse_config(document),
+        state_dir=str(tmp_path / "state"),
+        fifo_name="exec.fifo",
+    )
+    with pytest.raises(ConfigError, match=r"process\.capabilities: a Linux process setting"):
+        FreeBSDBackend(sc=FakeSyscalls()).check(request)

@@ -1,21 +1,22 @@
 """The jailed process's attributes on FreeBSD: rlimits, user, groups, cwd, umask.
 
 FreeBSD has no capabilities, oom scores or LSM labels: a config asking for them is
-refused by :func:`check_process`, naming the field. ``noNewPrivileges`` maps to
-``procctl(PROC_NO_NEW_PRIVS_CTL)`` (FreeBSD 14.0 and later). The rlimit names are
-FreeBSD's (getrlimit(2)): ``RLIMIT_NPTS``, ``RLIMIT_SWAP``, ``RLIMIT_KQUEUES`` and
-``RLIMIT_UMTXP`` exist here and not on Linux, and the numbers differ.
+refused by :func:`corral.freebsd.params.check_freebsd`, naming the field.
+``noNewPrivileges`` maps to ``procctl(PROC_NO_NEW_PRIVS_CTL)`` (FreeBSD 14.0 and
+later). The rlimit names are FreeBSD's (getrlimit(2)): ``RLIMIT_NPTS``,
+``RLIMIT_SWAP``, ``RLIMIT_KQUEUES`` and ``RLIMIT_UMTXP`` exist here and not on Linux,
+and the numbers differ.
 """
 
 from __future__ import annotations
 
 import os
 
-from corral.errors import ConfigError, CreateError, UnsupportedError
+from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Protocol
 
     from corral.spec.model import Process, Spec
 
@@ -52,39 +53,20 @@ PROC_PDEATHSIG_CTL = 11
 PROC_NO_NEW_PRIVS_CTL = 19
 PROC_NO_NEW_PRIVS_ENABLE = 1
 
-# Linux-only process fields: (JSON key, why).
-_LINUX_ONLY = (
-    ("capabilities", "Linux capabilities have no FreeBSD equivalent"),
-    ("apparmorProfile", "AppArmor is Linux-only"),
-    ("selinuxLabel", "SELinux is Linux-only"),
-    ("oomScoreAdj", "the OOM score is Linux-only"),
-    ("scheduler", "sched_setattr(2) is Linux-only"),
-    ("ioPriority", "ioprio_set(2) is Linux-only"),
-    ("execCPUAffinity", "not implemented on FreeBSD"),
-)
-
 
 def check_process(spec: Spec) -> None:
     """Refuse what a jailed process cannot be given, before anything is created."""
     process = spec.process
     if process is None:
         raise ConfigError("process", "required field is missing")
-    raw: dict[str, Any] = spec.raw.get("process") or {}
-    for key, why in _LINUX_ONLY:
-        if raw.get(key) not in (None, "", [], {}):
-            if key == "capabilities" and _all_empty(raw[key]):
-                continue
-            raise UnsupportedError(f"process.{key}", why)
+    # The Linux-only fields (capabilities, oomScoreAdj...) are refused by
+    # corral.freebsd.params.check_freebsd with the other platforms' sections.
     for index, limit in enumerate(process.rlimits):
         if limit.type not in RLIMITS:
             raise ConfigError(
                 f"process.rlimits[{index}].type",
                 f'unknown resource limit "{limit.type}" (FreeBSD has {", ".join(sorted(RLIMITS))})',
             )
-
-
-def _all_empty(capabilities: object) -> bool:
-    return isinstance(capabilities, dict) and not any(capabilities.values())
 
 
 def apply_process(sc: ProcessCalls, process: Process) -> None:
