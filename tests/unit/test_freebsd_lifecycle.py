@@ -213,3 +213,27 @@ def test_linux_only_fields_are_refused_on_freebsd(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"process\.capabilities: a Linux process setting"):
         FreeBSDBackend(sc=FakeSyscalls()).check(request)
+
+
+def test_readonly_root_is_a_read_only_nullfs_under_the_other_mounts(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["root"]["readonly"] = True
+        config["annotations"] = {}
+        config["mounts"].append(
+            {"destination": "/var/run/x", "type": "tmpfs", "source": "tmpfs", "options": []}
+        )
+
+    bundle = make_bundle(tmp_path, "exec sleep 30", edit)
+    rootfs = str(bundle / "rootfs")
+    sc = FakeSyscalls()
+    backend = FreeBSDBackend(sc=sc, run=lambda a: None, jail_processes=lambda jid: [])
+    runtime = Runtime(str(tmp_path / "root"), backend=backend)
+    runtime.create("ro", str(bundle))
+    mounts = [call for call in sc.calls if call[0] == "nmount"]
+    assert mounts[0][1:3] == ("nullfs", rootfs)
+    assert ("ro", None) in mounts[0][3]
+    assert [m[2] for m in mounts[1:]] == [f"{rootfs}/dev", f"{rootfs}/var/run/x"]
+    assert os.path.isdir(f"{rootfs}/var/run/x")  # made before the root turned read-only
+    runtime.delete("ro")
+    unmounts = [call[1] for call in sc.calls if call[0] == "unmount"]
+    assert unmounts == [f"{rootfs}/var/run/x", f"{rootfs}/dev", rootfs]

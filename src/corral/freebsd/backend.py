@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 
     from corral.backend import CreateRequest
     from corral.core.state import Record
+    from corral.freebsd.mounts import MountStep
     from corral.freebsd.syscalls import FreeBSDSyscalls
 
 JAIL_CREATE = 0x01
+MNT_RDONLY = 0x01  # sys/mount.h
 
 
 class FreeBSDBackend(Backend):
@@ -95,8 +97,12 @@ class FreeBSDBackend(Backend):
         extra: dict[str, Any] = {"jailName": name}
         try:
             steps = mounts.plan_mounts(spec, request.rootfs, request.bundle)
+            root_mount = []
+            if spec.root is not None and spec.root.readonly:
+                root_mount = self._readonly_root(request.rootfs, steps)
+                undo.append(("root", lambda: mounts.unmount_all(self.sc, root_mount)))
             mounted = mounts.apply_mounts(self.sc, steps, run=self.run)
-            extra["mounts"] = mounted
+            extra["mounts"] = root_mount + mounted
             undo.append(("mounts", lambda: mounts.unmount_all(self.sc, mounted)))
 
             jail_params = params.jail_params(spec, name, request.rootfs)
@@ -122,6 +128,19 @@ class FreeBSDBackend(Backend):
             raise
         init.extra.update(extra)
         return init
+
+    def _readonly_root(self, rootfs: str, steps: list[MountStep]) -> list[str]:
+        """``root.readonly``: a read-only nullfs view of the rootfs over itself, the
+        jail's root. The mount points are made first, while the rootfs is writable."""
+        from corral.freebsd import mounts
+
+        for step in steps:
+            mounts.make_destination(step.rootfs, step.destination, is_file=step.is_file)
+        try:
+            self.sc.nmount("nullfs", rootfs, [("target", rootfs), ("ro", None)], MNT_RDONLY)
+        except OSError as error:
+            raise CreateError(f"root.readonly: {handshake.error_message(error)}") from None
+        return [rootfs]
 
     def _state(self, request: CreateRequest, status: str, pid: int = 0) -> dict[str, Any]:
         from corral import OCI_VERSION
