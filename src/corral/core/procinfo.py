@@ -73,3 +73,15 @@ def children_of(root_pid: int) -> list[int]:
         frontier = {pid for pid, parent in parents.items() if parent in frontier}
         found.extend(sorted(frontier))
     return found
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child of ours that failed during ``create``, and collect it."""
+    try:
+        fastos.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        fastos.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -24,6 +24,7 @@ import os
 
 from corral.backend import Backend, CreatedInit
 from corral.core import handshake
+from corral.core.procinfo import kill_and_reap
 from corral.errors import CreateError
 
 TYPE_CHECKING = False
@@ -224,13 +225,13 @@ class FreeBSDBackend(Backend):
         except BaseException:
             os.close(read_fd)
             os.close(commit_write)
-            _reap(pid)
+            kill_and_reap(pid)
             raise
         start_time = read_start_time(pid) if answer.get("ready") is True else None
         if start_time is None:
             os.close(read_fd)
             os.close(commit_write)
-            _reap(pid)
+            kill_and_reap(pid)
             raise CreateError(
                 str(answer.get("error") or "container entrypoint exited during setup")
             )
@@ -312,14 +313,3 @@ def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
         if isinstance(result, list) and result:  # unmount_all/detach return their errors
             failures.extend(f"{what}: {message}" for message in result)
     return failures
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

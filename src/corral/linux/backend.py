@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from corral.backend import Backend, CreatedInit
 from corral.core import fastos, handshake
+from corral.core.procinfo import kill_and_reap
 from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
@@ -71,7 +72,7 @@ class LinuxBackend(Backend):
         if answer.get("ready") is not True:
             os.close(read_fd)
             os.close(commit_write)
-            _reap(pid)
+            kill_and_reap(pid)
             message = answer.get("error") or "container init exited during setup"
             raise CreateError(str(message))
         from corral.core.procinfo import read_start_time
@@ -80,7 +81,7 @@ class LinuxBackend(Backend):
         if start_time is None:
             os.close(read_fd)
             os.close(commit_write)
-            _reap(pid)
+            kill_and_reap(pid)
             raise CreateError("container init exited during setup")
         extra = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
@@ -118,17 +119,6 @@ def _open_namespace_paths(namespaces: list[Namespace]) -> dict[str, int]:
                 f"linux.namespaces[{index}].path", f"{ns.path}: {error.strerror}"
             ) from None
     return fds
-
-
-def _reap(pid: int) -> None:
-    try:
-        fastos.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    try:
-        fastos.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _same_pid_namespace(init_pid: int) -> list[int]:

@@ -17,19 +17,26 @@ DEFAULT_CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def _process(args: list[str] | None) -> dict[str, Any]:
+    """The process part both platforms share."""
+    return {
+        "terminal": False,
+        "user": {"uid": 0, "gid": 0},
+        "args": args or ["sh"],
+        "env": [DEFAULT_PATH, "TERM=xterm"],
+        "cwd": "/",
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+    }
+
+
 def default_spec(args: list[str] | None = None, *, rootless: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": args or ["sh"],
-            "env": [DEFAULT_PATH, "TERM=xterm"],
-            "cwd": "/",
+            **_process(args),
             "capabilities": {
                 name: list(DEFAULT_CAPABILITIES) for name in ("bounding", "effective", "permitted")
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
         "root": {"path": "rootfs", "readonly": True},
@@ -108,14 +115,7 @@ def default_freebsd_spec(args: list[str] | None = None) -> dict[str, Any]:
     stack of its own."""
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": args or ["sh"],
-            "env": [DEFAULT_PATH, "TERM=xterm"],
-            "cwd": "/",
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-        },
+        "process": _process(args),
         "root": {"path": "rootfs", "readonly": False},
         "hostname": "corral",
         "mounts": [
