@@ -289,3 +289,21 @@ def test_poststart_and_poststop_hooks_run_from_the_record(
     stopped = json.loads((tmp_path / "poststop.json").read_text())
     assert stopped["status"] == "stopped"
     assert stopped["id"] == "h1"
+
+
+def test_force_delete_forgets_a_container_whose_cleanup_fails(
+    tmp_path: Path, bundle: Path, backend: FakeBackend
+) -> None:
+    def broken_destroy(record: Record) -> None:
+        raise CreateError("delete: network: ifconfig: interface epair0b does not exist")
+
+    warnings: list[str] = []
+    runtime = Runtime(str(tmp_path / "root"), backend=backend, warn=warnings.append)
+    runtime.create("c8", str(bundle))
+    backend.destroy = broken_destroy  # type: ignore[method-assign]
+    with pytest.raises(CreateError, match="epair0b"):
+        runtime.delete("c8")
+    assert runtime.store.exists("c8")  # kept, so the user can retry or force
+    runtime.delete("c8", force=True)
+    assert not runtime.store.exists("c8")
+    assert "forgetting container c8 anyway" in warnings[0]

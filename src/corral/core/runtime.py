@@ -276,7 +276,14 @@ class Runtime:
                         pass
                 if not wait_for_exit(record.pid, record.start_time, timeout=10.0):
                     raise IllegalStateError(f"container {container_id} init did not exit")
-            self.backend.destroy(record)
+            try:
+                self.backend.destroy(record)
+            except CorralError as error:
+                if not force:
+                    raise  # the record stays, so a second delete can try again
+                # --force: what could not be undone is reported, and the container is
+                # forgotten all the same, or a half-undone one could never be deleted.
+                self.warn(f"{error}; forgetting container {container_id} anyway (--force)")
             _reap_if_child(record.pid)
             self._run_hooks(record, "poststop", st.STOPPED)
             self.store.remove(container_id)

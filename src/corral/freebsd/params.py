@@ -40,7 +40,7 @@ Where the mapping is not one to one (all checked against sys/kern/kern_jail.c):
 
 from __future__ import annotations
 
-from corral.errors import ConfigError, InvalidIdError
+from corral.errors import ConfigError, InvalidIdError, UnsupportedError
 from corral.spec.freebsd import Jail
 from corral.spec.reader import describe, join
 
@@ -148,16 +148,35 @@ def devfs_ruleset(spec: Spec) -> int | None:
     return found
 
 
+def _is_set(value: object) -> bool:
+    """Capabilities given as ``{"bounding": []}`` ask for nothing either."""
+    if isinstance(value, dict):
+        return any(_is_set(item) for item in value.values())
+    return value not in (None, False, "", 0, [], {})
+
+
 def check_freebsd(spec: Spec) -> None:
     """Refuse what a FreeBSD jail cannot apply; every error names the field at fault."""
+    # An empty value asks for nothing (as on Linux, corral.linux.check): a generator
+    # that always writes "linux": {} or "oomScoreAdj": 0 is not refused for it.
     for key, label in OTHER_PLATFORMS.items():
-        if spec.raw.get(key) is not None:
+        if _is_set(spec.raw.get(key)):
             raise ConfigError(key, f"a {label} section on a FreeBSD host")
     process = spec.raw.get("process")
     if isinstance(process, dict):
         for key in LINUX_PROCESS_FIELDS:
-            if process.get(key) is not None:
+            if _is_set(process.get(key)):
                 raise ConfigError(f"process.{key}", "a Linux process setting on a FreeBSD host")
+        for key, why in (("commandLine", "a Windows field"),):
+            if _is_set(process.get(key)):
+                raise UnsupportedError(f"process.{key}", why)
+        user = process.get("user")
+        if isinstance(user, dict) and _is_set(user.get("username")):
+            raise UnsupportedError("process.user.username", "a Windows field")
+    for index, mount in enumerate(spec.raw.get("mounts") or []):
+        for key in ("uidMappings", "gidMappings"):
+            if isinstance(mount, dict) and _is_set(mount.get(key)):
+                raise UnsupportedError(f"mounts[{index}].{key}", "FreeBSD has no idmapped mounts")
     for key, value in (("hostname", spec.hostname), ("domainname", spec.domainname)):
         if "\0" in value:
             raise ConfigError(key, "must not contain a NUL byte")
