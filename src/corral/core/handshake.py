@@ -1,15 +1,33 @@
 """The pipe protocol between ``create`` and the init it forks, on every platform.
 
-Two pipes join them. On the *sync* pipe the child sends one JSON line: ``{"ready":
-true}`` once it is set up, or ``{"error": "..."}`` (then it exits). On the *commit*
-pipe the parent answers one byte once the container is recorded in the state store.
-Until that byte arrives the child dies with its parent (a parent-death signal), so a
-``create`` killed half-way leaves no process behind; after it, the child drops the
-parent-death signal and closes its end of the sync pipe, and the parent waits for
-that EOF before exiting, or its exit could still kill the child.
+Two pipes join them: the *sync* pipe carries JSON lines from the child to the parent,
+the *commit* pipe single bytes from the parent to the child. The exchange:
 
-Parent side: :func:`read_answer`, :func:`commit`. Child side: :func:`send_ready`,
-:func:`await_commit`, :func:`report_error`.
+=====================================  ===============================================
+child, on the sync pipe                parent, on the commit pipe
+=====================================  ===============================================
+``{"request": "<name>"}`` (0 or more)  :data:`CONTINUE` once it has done the work
+                                       ``<name>`` stands for (e.g. ``"hooks"``: run
+                                       the ``prestart`` and ``createRuntime`` hooks
+                                       while the init waits before ``pivot_root``)
+``{"ready": true}`` (set up)           :data:`COMMITTED` once the container is
+                                       recorded in the state store
+or ``{"error": "..."}``, then exit     nothing: it kills and reaps the child
+=====================================  ===============================================
+
+The child writes a line and then waits for the parent's byte (or exits), so a read
+of the sync pipe never holds more than one line. When the parent cannot do what a
+request asked, it kills the child rather than answer; if it dies, the child reads end
+of file and exits, so either way no half-made container goes on.
+
+Until :data:`COMMITTED` arrives the child dies with its parent (a parent-death
+signal), so a ``create`` killed half-way leaves no process behind; after it, the
+child drops the parent-death signal and closes its end of the sync pipe, and the
+parent waits for that EOF before exiting, or its exit could still kill the child.
+
+Parent side: :func:`read_answer`, :func:`serve_requests`, :func:`commit`.
+Child side: :func:`ask_parent`, :func:`send_ready`, :func:`await_commit`,
+:func:`report_error`.
 """
 
 from __future__ import annotations
@@ -18,11 +36,15 @@ from corral.core import fastos
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+CONTINUE = b"c"  # the parent did what a request asked; the child goes on
+COMMITTED = b"1"  # the container is recorded; the child may outlive the parent
+HOOKS = "hooks"  # request: run the runtime-namespace create hooks (prestart, createRuntime)
 
 
 def read_answer(fd: int) -> dict[str, object]:
-    """The child's one line, decoded; ``{}`` if it closed the pipe without a word."""
+    """The child's next line, decoded; ``{}`` if it closed the pipe without a word."""
     from corral.core import jsonio
 
     chunks = []
@@ -43,15 +65,52 @@ def read_answer(fd: int) -> dict[str, object]:
     return answer if isinstance(answer, dict) else {}
 
 
+def serve_requests(
+    sync_fd: int, commit_fd: int, handlers: Mapping[str, Callable[[], object]]
+) -> dict[str, object]:
+    """Parent: answer the child's requests until its final line, and return that line.
+
+    ``handlers`` maps a request's name to the work it stands for; each request is
+    answered with :data:`CONTINUE` once its handler returns. An exception from a
+    handler propagates unanswered (the caller then kills the child). A request with no
+    handler ends the exchange as an error, as does end of file.
+    """
+    while True:
+        answer = read_answer(sync_fd)
+        name = answer.get("request")
+        if name is None:
+            return answer
+        handler = handlers.get(name) if isinstance(name, str) else None
+        if handler is None:
+            return {"error": f"container init sent an unknown request {name!r}"}
+        handler()
+        fastos.write(commit_fd, CONTINUE)
+
+
 def commit(commit_fd: int, ack_fd: int) -> None:
     """Tell the child it is recorded, and wait until it no longer dies with us."""
     try:
-        fastos.write(commit_fd, b"1")
+        fastos.write(commit_fd, COMMITTED)
         while fastos.read(ack_fd, 64):
             pass
     finally:
         fastos.close(commit_fd)
         fastos.close(ack_fd)
+
+
+def ask_parent(sync_fd: int, commit_fd: int, name: str) -> None:
+    """Child: send request ``name`` and wait until the parent has done the work.
+
+    Exits at once if the parent went away instead of answering: it is then cleaning
+    up (or dead), and the container must not be set up any further.
+    """
+    import os
+
+    from corral.core import jsonio
+
+    fastos.write(sync_fd, (jsonio.dumps({"request": name}) + "\n").encode())
+    if fastos.read(commit_fd, 1) != CONTINUE:
+        os._exit(1)
 
 
 def send_ready(sync_fd: int) -> None:
@@ -68,7 +127,7 @@ def await_commit(
     """
     import os
 
-    if fastos.read(commit_fd, 1) != b"1":
+    if fastos.read(commit_fd, 1) != COMMITTED:
         os._exit(1)
     fastos.close(commit_fd)
     drop_parent_death_signal()

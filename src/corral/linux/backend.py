@@ -4,9 +4,15 @@
 interpreter start-up and no runtime binary for a container to reach, cf.
 CVE-2019-5736). Before the fork the parent enters the container's pid namespace for
 its children (``unshare(CLONE_NEWPID)`` or ``setns`` on a given path) so the child is
-born as its pid 1, then returns to its own. The child reports over a pipe: one JSON
-line, ``{"ready": true}`` or ``{"error": "..."}``. On error or silence the parent
-kills and reaps the child and raises :class:`~corral.errors.CreateError`.
+born as its pid 1, then returns to its own. The child reports over a pipe
+(:mod:`corral.core.handshake`): ``{"ready": true}`` or ``{"error": "..."}``, and,
+when the config has ``prestart`` or ``createRuntime`` hooks, first the ``hooks``
+request once its mounts are made: the parent runs those hooks here, in the runtime's
+namespaces, from the bundle directory, with the state's ``pid`` the init's as this
+process sees it, then lets the init go on. On an error, a failing hook or silence the
+parent kills and reaps the child and raises :class:`~corral.errors.CreateError` (a
+:class:`~corral.core.hooks.HookError` names the hook); the mounts lived in the child's
+mount namespace, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -65,24 +71,24 @@ class LinuxBackend(Backend):
             for fd in ns_fds.values():
                 os.close(fd)
         try:
-            answer = handshake.read_answer(read_fd)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        if answer.get("ready") is not True:
-            os.close(read_fd)
-            os.close(commit_write)
-            kill_and_reap(pid)
-            message = answer.get("error") or "container init exited during setup"
-            raise CreateError(str(message))
-        from corral.core.procinfo import read_start_time
+            answer = handshake.serve_requests(
+                read_fd, commit_write, {handshake.HOOKS: lambda: _run_runtime_hooks(request, pid)}
+            )
+            if answer.get("ready") is not True:
+                message = answer.get("error") or "container init exited during setup"
+                raise CreateError(str(message))
+            from corral.core.procinfo import read_start_time
 
-        start_time = read_start_time(pid)
-        if start_time is None:
+            start_time = read_start_time(pid)
+            if start_time is None:
+                raise CreateError("container init exited during setup")
+        except BaseException:
+            # Also on KeyboardInterrupt in a program using the API: the init must not
+            # be left waiting for an answer that will not come.
             os.close(read_fd)
             os.close(commit_write)
             kill_and_reap(pid)
-            raise CreateError("container init exited during setup")
+            raise
         extra = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
 
@@ -98,8 +104,22 @@ class LinuxBackend(Backend):
 
     def destroy(self, record: Record) -> None:
         # Every mount lives in the container's own mount namespace and goes with it;
-        # cgroups (issue 5) and hooks (issue 4) will add work here.
+        # cgroups (issue 5) will add work here. The poststop hooks are the core's.
         return None
+
+
+def _run_runtime_hooks(request: CreateRequest, init_pid: int) -> None:
+    """``prestart`` (deprecated) then ``createRuntime``, while the init waits before
+    ``pivot_root`` (config.md); from the bundle directory, where runc runs them."""
+    from corral.core.hooks import run_hooks
+    from corral.linux.init import hook_state
+
+    hooks = request.spec.hooks
+    if not hooks:
+        return
+    state = hook_state(request, "creating", init_pid)
+    run_hooks(hooks.prestart, state, kind="prestart", cwd=request.bundle)
+    run_hooks(hooks.create_runtime, state, kind="createRuntime", cwd=request.bundle)
 
 
 def _open_namespace_paths(namespaces: list[Namespace]) -> dict[str, int]:

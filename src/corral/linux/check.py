@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 # JSON path -> why it is refused (the issue that implements it).
 NOT_YET = {
-    "hooks": "hooks come with issue 4",
     "process.terminal": "terminals come with issue 4",
     "process.apparmorProfile": "issue 4",
     "process.selinuxLabel": "issue 4",

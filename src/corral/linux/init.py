@@ -4,17 +4,39 @@ This runs in the child that :mod:`corral.linux.backend` forks. The parent has al
 put it in its pid namespace (a new one makes it pid 1). Here it joins or creates the
 other namespaces, builds the root filesystem, sets the process attributes, tells the
 parent it is ready, and blocks on the exec fifo until ``start``. Each step is one call
-into a module that does one thing; the order is the contract (runc's, and the spec's):
+into a module that does one thing; the order is the contract (runc's, and the spec's).
+:func:`_prepare` makes the calls in that order, one phase per function:
 
-1. non-dumpable, new session, session keyring;
-2. ``setns`` for namespaces given by path, ``unshare`` for the new ones;
-3. mounts and devices, ``pivot_root``, hostname, sysctls, masked and read-only paths;
-4. rlimits and oom score (while still root), then user, groups, capabilities, cwd,
-   umask, no_new_privs;
-5. "ready" to the parent, wait on the fifo, exec.
+1. :func:`_detach` - the process itself: non-dumpable, new session, session keyring;
+2. :func:`_enter_namespaces` - ``setns`` for namespaces given by path, ``unshare`` for
+   the new ones; then an ``O_PATH`` fd of the state directory;
+3. :func:`_build_rootfs` - mounts and devices, still with the host's paths in view;
+   then the create hooks (below); then ``pivot_root``;
+4. :func:`_configure_container` - inside the new root: hostname, sysctls, a missing
+   cwd, masked and read-only paths;
+5. :func:`_configure_process` - rlimits and oom score (while still root), then user,
+   groups, capabilities, cwd, umask, no_new_privs, last, as they take power away;
+6. :func:`run_init` - "ready" to the parent, wait on the fifo, the ``startContainer``
+   hooks, exec.
 
-Any exception becomes one error line sent to the parent, then ``_exit(1)``; the init
-never returns into the runtime's code.
+Hooks (config.md, "POSIX-platform Hooks"), where runc runs them:
+
+* ``prestart`` and ``createRuntime`` run in the *runtime* namespaces, so the parent
+  runs them: after the mounts the init sends the ``hooks`` request of
+  :mod:`corral.core.handshake` and waits; the parent runs them with the init's pid
+  (as the host sees it) and answers, or kills the init if one fails;
+* ``createContainer`` run here, as children of the init: in the container's
+  namespaces, before ``pivot_root``, so their path still resolves in the host's
+  filesystem; from the rootfs directory, with the pid as the container sees it;
+* ``startContainer`` run here after ``start`` has opened the exec fifo, before the
+  byte that lets ``start`` return: so they are done before the ``poststart`` hooks
+  ``start`` runs (config.md: "Hooks MUST be called in the listed order"), and a failure
+  makes ``start`` fail as the container stops (runtime.md, lifecycle step 7). Their
+  path resolves in the container, with the process's user, capabilities and cwd.
+
+Any exception becomes one error line sent to the parent, then ``_exit(1)``; once the
+parent has let go, it goes to the container's stderr instead. The init never returns
+into the runtime's code.
 """
 
 from __future__ import annotations
@@ -28,11 +50,12 @@ SIGKILL = 9
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
     from corral.backend import CreateRequest
     from corral.linux.syscalls import Syscalls
-    from corral.spec.model import Namespace
+    from corral.spec.model import Namespace, Spec
 
 
 def run_init(
@@ -54,35 +77,82 @@ def run_init(
         # (read returns EOF) and the init exits below; getppid() cannot tell, as it is
         # 0 in a new pid namespace.
         sc.prctl(sc_.PR_SET_PDEATHSIG, SIGKILL)
-        state_fd = _prepare(sc, request, ns_fds)
+        state_fd = _prepare(
+            sc, request, ns_fds, lambda name: handshake.ask_parent(sync_fd, commit_fd, name)
+        )
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
         executable = resolve_executable(request.spec.process)
         handshake.send_ready(sync_fd)
         handshake.await_commit(sync_fd, commit_fd, lambda: sc.prctl(sc_.PR_SET_PDEATHSIG, 0))
         sync_fd = -1  # from here on, errors go to the container's stderr
-        from corral.core.fifo import signal_start
-
-        signal_start(state_fd, request.fifo_name)
+        fifo_fd = _wait_for_start(state_fd, request.fifo_name)
         os.close(state_fd)
+        _run_start_hooks(request)
+        # The byte lets `start` return; if a hook failed we exit without it, and
+        # `start` reads end of file and fails.
+        os.write(fifo_fd, b"0")
+        os.close(fifo_fd)
         exec_process(request.spec.process, preserve_fds=request.preserve_fds, executable=executable)
     except BaseException as error:
         handshake.report_error(sync_fd, error)
     os._exit(1)
 
 
-def _preload() -> None:
-    """Import now what runs after pivot_root: from then on the host's stdlib is gone."""
+def hook_state(request: CreateRequest, status: str, pid: int) -> dict[str, Any]:
+    """The state runtime.md ("State") gives a hook on stdin, for a hook run during
+    ``create`` or ``start``. ``pid`` is the init's as the hook's namespace sees it."""
+    from corral import OCI_VERSION
+
+    return {
+        "ociVersion": OCI_VERSION,
+        "id": request.container_id,
+        "status": status,
+        "pid": pid,
+        "bundle": request.bundle,
+        "annotations": request.spec.annotations,
+    }
+
+
+def _preload(spec: Spec) -> None:
+    """Import now what runs after pivot_root: from then on the host's stdlib (and
+    corral) is gone. A step added after ``enter_rootfs`` adds its modules here."""
     import resource  # noqa: F401 - used by Syscalls.prlimit
 
+    from corral.linux import credentials, rlimits, rootfs, sysctl  # noqa: F401
 
-def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> int:
-    from corral.linux import credentials, rlimits, rootfs, sysctl
+    if spec.hooks and spec.hooks.start_container:
+        import fcntl  # noqa: F401 - corral.core.hooks, when stdio was closed
+        import select  # noqa: F401 - corral.core.hooks, to feed the hook and read it
 
-    _preload()
+        # signals: names the signal that killed a hook, in the error
+        from corral.core import hooks, signals  # noqa: F401
 
+
+def _prepare(
+    sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int], ask_parent: Callable[[str], None]
+) -> int:
+    """Every step up to "ready", in order; return the state directory's fd.
+
+    ``ask_parent(name)`` sends a handshake request and returns once the parent has
+    done the work (:mod:`corral.core.handshake`).
+    """
     spec = request.spec
     assert spec.process is not None and spec.linux is not None
+    _preload(spec)
+    _detach(sc, request)
+    _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
+    # Keep a handle on the state directory: after pivot_root its path is gone, but the
+    # fifo is still reachable through this fd. It is close-on-exec and closed before exec.
+    state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    _build_rootfs(sc, request, ask_parent)
+    _configure_container(sc, spec)
+    _configure_process(sc, spec)
+    return state_fd
+
+
+def _detach(sc: Syscalls, request: CreateRequest) -> None:
+    """Cut the ties to the runtime's process that the container must not share."""
     # CVE-2019-5736: until it execs, this process runs the host's Python; a container
     # process must not be able to open /proc/<pid>/exe (or ptrace it). execve(2) resets it.
     sc.prctl(sc_.PR_SET_DUMPABLE, 0)
@@ -90,12 +160,23 @@ def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> in
     if not request.no_new_keyring:
         # A fresh session keyring, so the container cannot read the host's keys.
         sc.join_session_keyring(request.container_id)
-    _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
-    # Keep a handle on the state directory: after pivot_root its path is gone, but the
-    # fifo is still reachable through this fd. It is close-on-exec and closed before exec.
-    state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _build_rootfs(sc: Syscalls, request: CreateRequest, ask_parent: Callable[[str], None]) -> None:
+    """Mounts, the create hooks, then ``pivot_root`` into the container's root."""
+    from corral.linux import rootfs
+
+    spec = request.spec
     rootfs.setup_rootfs(sc, spec, request.rootfs, request.bundle)
+    _run_create_hooks(request, ask_parent)
     rootfs.enter_rootfs(sc, request.rootfs, no_pivot=request.no_pivot)
+
+
+def _configure_container(sc: Syscalls, spec: Spec) -> None:
+    """What the container's namespaces hold, set from inside its root."""
+    from corral.linux import rootfs, sysctl
+
+    assert spec.process is not None and spec.linux is not None
     if spec.hostname:
         sc.sethostname(spec.hostname)
     if spec.domainname:
@@ -104,10 +185,48 @@ def _prepare(sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int]) -> in
     sysctl.apply_sysctl(spec.linux.sysctl)
     _create_cwd(spec.process.cwd)
     rootfs.finish_rootfs(sc, spec)
+
+
+def _configure_process(sc: Syscalls, spec: Spec) -> None:
+    """The process's own attributes; the identity last, as it takes privileges away."""
+    from corral.linux import credentials, rlimits, sysctl
+
+    assert spec.process is not None
     rlimits.apply_rlimits(sc, spec.process.rlimits)
     sysctl.apply_oom_score_adj(spec.process.oom_score_adj)
     credentials.apply_credentials(sc, spec.process)
-    return state_fd
+
+
+def _run_create_hooks(request: CreateRequest, ask_parent: Callable[[str], None]) -> None:
+    """``prestart`` and ``createRuntime`` by the parent, then ``createContainer`` here."""
+    hooks = request.spec.hooks
+    if not hooks:
+        return
+    if hooks.prestart or hooks.create_runtime:
+        ask_parent(handshake.HOOKS)
+    if hooks.create_container:
+        from corral.core.hooks import run_hooks
+
+        # runc runs them from the rootfs directory; before pivot_root it is the host's path.
+        state = hook_state(request, "creating", os.getpid())
+        run_hooks(hooks.create_container, state, kind="createContainer", cwd=request.rootfs)
+
+
+def _run_start_hooks(request: CreateRequest) -> None:
+    """``startContainer``: inside the container, as the process, from its cwd."""
+    hooks = request.spec.hooks
+    if not hooks or not hooks.start_container:
+        return
+    from corral.core.hooks import run_hooks
+
+    # "created": the program has not run yet (runtime.md, "State"); runc says so too.
+    state = hook_state(request, "created", os.getpid())
+    run_hooks(hooks.start_container, state, kind="startContainer")
+
+
+def _wait_for_start(state_fd: int, fifo_name: str) -> int:
+    """Block until ``start`` opens the exec fifo; the write end, for the byte."""
+    return os.open(fifo_name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
 
 
 def _create_cwd(cwd: str) -> None:
