@@ -297,3 +297,103 @@ class Syscalls:
 
     def chroot(self, path: str) -> None:
         os.chroot(path)
+
+    # -- devices, scheduling, memory policy, personality, LSM checks --------------------
+
+    def _process_syscall(self, name: str, *args: object) -> int:
+        # Calls glibc 2.36 has no wrapper for: (x86_64, aarch64) numbers.
+        numbers = {
+            "sched_setattr": (314, 274),
+            "ioprio_set": (251, 30),
+            "ioprio_get": (252, 31),
+            "set_mempolicy": (238, 237),
+        }[name]
+        machine = os.uname().machine
+        if machine not in ("x86_64", "aarch64"):
+            raise OSError(38, f"{name}: not known on {machine}")
+        fn = self._libc.syscall
+        fn.restype = self._ctypes.c_long
+        number = numbers[0] if machine == "x86_64" else numbers[1]
+        return int(fn(self._ctypes.c_long(number), *args))
+
+    def mknodat(self, dirfd: int, name: str, mode: int, device: int) -> None:
+        """mknodat(2) in a directory fd (an O_PATH one will do): no path walk to redirect."""
+        try:
+            os.mknod(name, mode, device, dir_fd=dirfd)
+        except OSError as error:
+            raise type(error)(error.errno, f"mknod {name}: {error.strerror}") from None
+
+    def personality(self, persona: int) -> int:
+        """personality(2); 0xffffffff only queries. Returns the previous persona."""
+        fn = self._libc.personality
+        fn.argtypes = [self._ctypes.c_ulong]
+        return self._check(fn(persona), "personality", hex(persona))
+
+    def sched_setattr(
+        self,
+        policy: int,
+        flags: int,
+        nice: int,
+        priority: int,
+        runtime: int,
+        deadline: int,
+        period: int,
+    ) -> None:
+        """sched_setattr(2) on the calling thread (struct sched_attr, SCHED_ATTR_SIZE_VER0)."""
+        import ctypes as c
+
+        class SchedAttr(c.Structure):
+            _fields_ = (
+                ("size", c.c_uint32),
+                ("sched_policy", c.c_uint32),
+                ("sched_flags", c.c_uint64),
+                ("sched_nice", c.c_int32),
+                ("sched_priority", c.c_uint32),
+                ("sched_runtime", c.c_uint64),
+                ("sched_deadline", c.c_uint64),
+                ("sched_period", c.c_uint64),
+            )
+
+        attr = SchedAttr(c.sizeof(SchedAttr), policy, flags, nice, priority, runtime,
+                         deadline, period)  # fmt: skip
+        result = self._process_syscall("sched_setattr", c.c_int(0), c.byref(attr), c.c_uint(0))
+        self._check(result, "sched_setattr", str(policy))
+
+    def ioprio_set(self, which: int, who: int, ioprio: int) -> None:
+        c = self._ctypes
+        result = self._process_syscall("ioprio_set", c.c_int(which), c.c_int(who), c.c_int(ioprio))
+        self._check(result, "ioprio_set", hex(ioprio))
+
+    def ioprio_get(self, which: int, who: int) -> int:
+        c = self._ctypes
+        result = self._process_syscall("ioprio_get", c.c_int(which), c.c_int(who))
+        return self._check(result, "ioprio_get", str(who))
+
+    def sched_setaffinity(self, cpus: set[int]) -> None:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as error:
+            listed = ",".join(str(cpu) for cpu in sorted(cpus))
+            raise OSError(error.errno, f"sched_setaffinity {listed}: {error.strerror}") from None
+
+    def set_mempolicy(self, mode: int, nodes: set[int]) -> None:
+        """set_mempolicy(2); ``nodes`` become the nodemask (an array of C longs)."""
+        c = self._ctypes
+        bits = 8 * c.sizeof(c.c_ulong)
+        words = max(nodes, default=-1) // bits + 1
+        mask = (c.c_ulong * max(words, 1))()
+        for node in nodes:
+            mask[node // bits] |= 1 << (node % bits)
+        # The kernel reads maxnode - 1 bits (a historical off-by-one in get_nodes()).
+        maxnode = words * bits + 1 if nodes else 0
+        pointer = mask if nodes else None
+        result = self._process_syscall("set_mempolicy", c.c_int(mode), pointer, c.c_ulong(maxnode))
+        self._check(result, "set_mempolicy", hex(mode))
+
+    def fstatfs_type(self, fd: int) -> int:
+        """The f_type of fstatfs(2): which filesystem ``fd`` lives on (PROC_SUPER_MAGIC...)."""
+        c = self._ctypes
+        # struct statfs starts with f_type (a long on 64-bit Linux); 256 bytes hold it all.
+        buffer = (c.c_long * 32)()
+        self._check(self._libc.fstatfs(c.c_int(fd), buffer), "fstatfs", str(fd))
+        return int(buffer[0]) & 0xFFFFFFFF
