@@ -14,6 +14,13 @@ The socket is connected by the runtime, in the runtime's mount namespace, before
 init pivots into the container's root, where the path no longer resolves
 (:func:`connect_console`); the init sends on that descriptor later
 (:func:`send_console_fd`). :func:`send_console` does both for callers that can.
+The receiving side (:func:`listen_console`, :func:`accept_console`) is what ``corral
+run`` uses to take the terminal itself, and checks what go-runc checks.
+
+:func:`check_console_flags` holds runc's rules for ``--console-socket``: a terminal
+needs a receiver when the runtime detaches (``create``, ``run --detach``), and the flag
+means nothing without a terminal or when ``run`` stays attached (it then receives the
+master itself).
 
 Only POSIX calls are used (openpty(3), ttyname(3), TIOCSWINSZ, TIOCSCTTY), so Linux
 and FreeBSD share this module. ``socket`` costs 2-6 ms to import (it pulls in
@@ -25,9 +32,28 @@ from __future__ import annotations
 
 import os
 
-from corral.errors import CreateError
+from corral.errors import ConfigError, CreateError, UsageError
 
 MAX_NAME = 4096  # go-runc rejects a payload of this many bytes or more
+
+
+def check_console_flags(terminal: bool, console_socket: str | None, *, detached: bool) -> None:
+    """runc's rules for ``process.terminal`` and ``--console-socket`` (its words, with
+    corral's name): ``detached`` is true for ``create`` and ``run --detach``."""
+    if detached and terminal and not console_socket:
+        raise ConfigError(
+            "process.terminal",
+            "cannot allocate tty if corral will detach without setting console socket",
+        )
+    if console_socket and not terminal:
+        raise ConfigError(
+            "process.terminal",
+            "cannot use console socket if corral will not detach or allocate tty",
+        )
+    if console_socket and not detached:
+        raise UsageError(
+            "--console-socket: cannot use console socket if corral will not detach or allocate tty"
+        )
 
 
 def open_pty() -> tuple[int, int, str]:
@@ -134,6 +160,88 @@ def send_console(socket_path: str, master_fd: int, name: str) -> None:
         send_console_fd(sock_fd, master_fd, name, path=socket_path)
     finally:
         os.close(sock_fd)
+
+
+def listen_console(path: str) -> int:
+    """A unix stream socket listening at ``path`` (which must not exist); its descriptor.
+
+    The descriptor is close-on-exec. The backlog of one is enough: one init connects.
+    """
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(1)
+    except OSError as error:
+        sock.close()
+        raise CreateError(f"console socket {path}: {_reason(error)}") from None
+    return sock.detach()
+
+
+def accept_console(listen_fd: int, timeout: float, *, path: str = "") -> tuple[int, str]:
+    """Accept one sender on ``listen_fd`` and return ``(master, name)`` it sent.
+
+    ``listen_fd`` stays open. Waits at most ``timeout`` seconds for the connection and
+    for its message.
+    """
+    import _socket
+
+    where = f"console socket {path}" if path else "console socket"
+    listener = _socket.socket(fileno=listen_fd)
+    try:
+        listener.settimeout(timeout)
+        # socket.socket.accept() is a wrapper of this C method (Lib/socket.py); the
+        # wrapper's module costs an enum import.
+        connection_fd, _ = listener._accept()  # type: ignore[attr-defined]
+    except OSError as error:
+        raise CreateError(f"{where}: no terminal received: {_reason(error)}") from None
+    finally:
+        listener.detach()
+    try:
+        return receive_console_fd(connection_fd, timeout, path=path)
+    finally:
+        os.close(connection_fd)
+
+
+def receive_console_fd(sock_fd: int, timeout: float, *, path: str = "") -> tuple[int, str]:
+    """Read the one message on the connected ``sock_fd``: ``(descriptor, name)``.
+
+    As go-runc: one message under ``MAX_NAME`` bytes carrying exactly one descriptor.
+    The descriptor received is close-on-exec. ``sock_fd`` stays open.
+    """
+    import _socket
+    import struct
+
+    where = f"console socket {path}" if path else "console socket"
+    int_size = struct.calcsize("i")
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        sock.settimeout(timeout)
+        # Room for a few descriptors, so an unexpected extra one is seen and closed
+        # rather than silently cut off (MSG_CTRUNC).
+        payload, ancillary, flags, _ = sock.recvmsg(
+            MAX_NAME, _socket.CMSG_SPACE(int_size * 4), getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
+        )
+    except OSError as error:
+        raise CreateError(f"{where}: no terminal received: {_reason(error)}") from None
+    finally:
+        sock.detach()
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % int_size
+            fds.extend(struct.unpack(f"{usable // int_size}i", data[:usable]))
+    for fd in fds:
+        os.set_inheritable(fd, False)  # where MSG_CMSG_CLOEXEC is missing
+    if flags & _socket.MSG_CTRUNC or len(fds) != 1 or not payload or len(payload) >= MAX_NAME:
+        for fd in fds:
+            os.close(fd)
+        raise CreateError(
+            f"{where}: expected one terminal and its name, got {len(fds)} descriptors "
+            f"and {len(payload)} bytes"
+        )
+    return fds[0], payload.decode(errors="replace")
 
 
 def _reason(error: OSError) -> str:
