@@ -178,9 +178,9 @@ BAD_CONFIGS: dict[str, tuple[Edit, str]] = {
         set_path("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW"}),
         "config.json: linux.seccomp: not supported by corral...",
     ),
-    "hooks": (
-        set_path("hooks", {"prestart": [{"path": "/bin/true"}]}),
-        "config.json: hooks: not supported by corral...",
+    "hook path": (
+        set_path("hooks", {"prestart": [{"path": "bin/true"}]}),
+        'config.json: hooks.prestart[0].path: "bin/true" is not an absolute path',
     ),
     "terminal": (
         set_path("process.terminal", True),

@@ -440,3 +440,14 @@ def test_init_survives_create_exiting_at_once(
         corral("start", name)
         assert corral.state(name)["status"] == "running"
         corral("delete", "--force", name)
+
+
+def test_term_stops_a_created_container_like_runc(
+    corral: Corral, make_bundle: MakeBundle, container_id: str
+) -> None:
+    # The waiting init is pid 1 of its namespace: without a handler the kernel would drop
+    # SIGTERM, but runc's created init dies of it, and so must corral's.
+    bundle = make_bundle(["sleep", "100"])
+    create_detached(corral, bundle, container_id)
+    corral("kill", container_id, "TERM")
+    wait_for_status(corral, container_id, "stopped")

@@ -224,8 +224,25 @@ def _run_start_hooks(request: CreateRequest) -> None:
     run_hooks(hooks.start_container, state, kind="startContainer")
 
 
+# Signals whose default action ends a process. As pid 1 of its namespace the waiting
+# init would not die of them (pid_namespaces(7): the kernel drops signals the namespace's
+# init has no handler for), yet `kill` of a created container must stop it, as it stops
+# runc's init; so the wait installs handlers that exit. execve resets them (execute.py).
+_TERMINATING = (1, 2, 3, 10, 12, 14, 15)  # HUP INT QUIT USR1 USR2 ALRM TERM
+
+
 def _wait_for_start(state_fd: int, fifo_name: str) -> int:
     """Block until ``start`` opens the exec fifo; the write end, for the byte."""
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal  # the C half of signal: no enum import (see execute.py)
+
+    def die(number: int, _frame: object) -> None:
+        os._exit(128 + number)
+
+    for number in _TERMINATING:
+        _signal.signal(number, die)
     return os.open(fifo_name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
 
 

@@ -114,15 +114,17 @@ def setup_terminal(
     console_size: tuple[int, int] | None,
     *,
     owner: tuple[int, int] | None = None,
+    dev: str = "/dev",
 ) -> None:
     """Give the init a pty of the container's devpts and send its master (module doc).
 
     Run after ``pivot_root``, in a new session (setsid(2)), while still root. With
     ``owner`` (uid, gid) the slave is given to the program's user, as runc does, so
     it can change its own terminal's mode. ``console_fd`` is closed in every case.
+    ``dev`` is where ``ptmx`` and ``console`` are: tests pass a directory.
     """
     try:
-        master, slave, number = open_container_pty()
+        master, slave, number = open_container_pty(f"{dev}/ptmx")
     except BaseException:
         os.close(console_fd)
         raise
@@ -131,7 +133,7 @@ def setup_terminal(
             console.set_window_size(master, console_size[0], console_size[1])
         if owner is not None:
             os.fchown(slave, owner[0], owner[1])
-        mount_console(sc, slave, number)
+        mount_console(sc, slave, number, dev)
         console.send_console_fd(console_fd, master, MASTER_NAME)
     except BaseException:
         os.close(slave)
