@@ -63,7 +63,7 @@ import os
 
 from corral.errors import ConfigError, CreateError
 from corral.linux import syscalls as sc_
-from corral.spec.reader import UINT32_MAX, Fields, describe, expect, join
+from corral.spec.reader import UINT32_MAX, Fields, expect, join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -401,21 +401,17 @@ def open_user_namespace(
         _kill_and_reap(pid)
 
 
-def namespace_mappings(sc: Syscalls, path: str) -> tuple[list[IDMapping], list[IDMapping]]:
-    """The uid and gid maps of the user namespace at ``path``, seen from corral's own.
+def namespace_mappings(
+    sc: Syscalls, user_fd: int, path: str
+) -> tuple[list[IDMapping], list[IDMapping]]:
+    """The uid and gid maps of the user namespace ``user_fd`` (opened from ``path``),
+    seen from corral's own.
 
     A helper joins it; the parent reads the helper's ``/proc/<pid>/uid_map``, whose
     host column the kernel gives relative to the reader's user namespace, which is what
     the config's ``hostID`` means.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as error:
-        raise ConfigError(_user_path_field(), f"{path}: {error.strerror}") from None
-    try:
-        pid, hold = _hold_namespace(sc, lambda: sc.setns(fd, sc_.CLONE_NEWUSER, path))
-    finally:
-        os.close(fd)
+    pid, hold = _hold_namespace(sc, lambda: sc.setns(user_fd, sc_.CLONE_NEWUSER, path))
     try:
         maps = []
         for name in ("uid_map", "gid_map"):
@@ -427,28 +423,28 @@ def namespace_mappings(sc: Syscalls, path: str) -> tuple[list[IDMapping], list[I
         _kill_and_reap(pid)
 
 
-def _user_path_field() -> str:
-    return "linux.namespaces[user].path"
-
-
-def check_joined_mappings(
-    sc: Syscalls, path: str, uid_mappings: list[IDMapping], gid_mappings: list[IDMapping]
-) -> None:
+def check_joined_mappings(sc: Syscalls, spec: Spec, user_fd: int) -> None:
     """Mappings given with a user namespace ``path`` must be that namespace's own.
 
-    runc (1.2 and later) accepts the pair only then, because containerd and CRI-O send
-    both; different ones would silently not apply. Order does not matter to the kernel.
+    ``user_fd`` is the namespace, opened by the backend. runc (1.2 and later) accepts
+    the pair only then, because containerd and CRI-O send both; different ones could
+    not apply. The order of the lines does not matter to the kernel.
     """
-    actual_uid, actual_gid = namespace_mappings(sc, path)
+    uid_mappings, gid_mappings = user_mappings(spec)
+    assert spec.linux is not None
+    path = next(ns.path for ns in spec.linux.namespaces if ns.type == "user")
+    if not uid_mappings and not gid_mappings:
+        return
+    actual_uid, actual_gid = namespace_mappings(sc, user_fd, path)
     for field, given, actual in (
         ("linux.uidMappings", uid_mappings, actual_uid),
         ("linux.gidMappings", gid_mappings, actual_gid),
     ):
         if given and sorted(m.key() for m in given) != sorted(m.key() for m in actual):
+            shown = ", ".join(f"{m.container_id} {m.host_id} {m.size}" for m in actual)
             raise ConfigError(
                 field,
-                f"differs from the maps of the user namespace {path} "
-                f"({map_lines(actual).strip().replace(chr(10), ', ') or 'none'}); "
+                f"differs from the maps of the user namespace {path} ({shown or 'none'}); "
                 "give the path or the mappings, not both",
             )
 
@@ -485,7 +481,9 @@ def plan_user_namespace(namespaces: list[Namespace], ns_fds: dict[str, int]) -> 
     user = next((ns for ns in namespaces if ns.type == "user"), None)
     if user is None:
         raise ValueError("spawn_in_user_namespace needs a user namespace in the config")
-    joins = [(ns.type, ns_fds[ns.type], ns.path) for ns in namespaces if ns.path and ns.type != "user"]
+    joins = [
+        (ns.type, ns_fds[ns.type], ns.path) for ns in namespaces if ns.path and ns.type != "user"
+    ]
     pid = next((ns for ns in namespaces if ns.type == "pid"), None)
     children_flags = sc_.CLONE_NEWPID if pid is not None and not pid.path else 0
     user_fd = ns_fds["user"] if user.path else None
@@ -606,7 +604,10 @@ def spawn_in_user_namespace(
                     write_id_maps(first, uid_mappings, gid_mappings, deny_setgroups=deny_setgroups)
                 except OSError as error:
                     raise CreateError(f"user namespace: {error.strerror or error}") from None
-                os.write(go_w, b"A")
+                try:
+                    os.write(go_w, b"A")
+                except BrokenPipeError:
+                    pass  # it died: its error line or EOF comes next
             elif line.startswith("pid "):
                 init_pid = int(line[len("pid ") :])
                 break
@@ -619,6 +620,7 @@ def spawn_in_user_namespace(
         if status != 0:
             raise CreateError("the first child of the user namespace chain failed")
     except BaseException:
+        os.close(go_w)  # an init waiting for its byte reads EOF and exits
         if first > 0:
             _kill_and_reap(first)
         if init_pid > 0:
@@ -629,8 +631,6 @@ def spawn_in_user_namespace(
         for fd in (report_r, report_w, go_r):
             if fd >= 0:
                 os.close(fd)
-        if init_pid < 0:
-            os.close(go_w)
     try:
         os.write(go_w, b"G")
     finally:
