@@ -177,12 +177,11 @@ def _idmapped_mount(
                 "or a user namespace to take the mapping from",
             )
         userns_path = user_ns.path
-    # A later "bind" or "rbind" wins, as in mountopts.parse_options.
-    binds = [option for option in mount.options if option in ("bind", "rbind")]
     return IdmappedMount(
         index,
         mount.source,
-        recursive_tree=binds[-1] == "rbind",
+        # As in mountopts.parse_options: "rbind" sets MS_REC, and no option clears it.
+        recursive_tree="rbind" in mount.options,
         recursive_idmap=recursive_idmap,
         uid_mappings=uid_maps,
         gid_mappings=gid_maps,
