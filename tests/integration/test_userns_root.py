@@ -25,7 +25,7 @@ from corral.linux.idmap import (
     open_idmapped_tree,
     prepare_idmapped_mounts,
 )
-from corral.linux.syscalls import CLONE_NEWNS, MS_PRIVATE, MS_REC, Syscalls
+from corral.linux.syscalls import CLONE_NEWNS, CLONE_NEWPID, MS_PRIVATE, MS_REC, Syscalls
 from corral.linux.userns import (
     IDMapping,
     check_joined_mappings,
@@ -357,6 +357,27 @@ def test_an_error_in_the_first_child_is_reported(sc: Syscalls) -> None:
     finally:
         os.close(not_a_namespace)
     assert no_children_left()
+
+
+def test_helpers_refuse_a_pid_namespace_entered_for_children(sc: Syscalls) -> None:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.unshare(CLONE_NEWPID)
+            try:
+                open_user_namespace(sc, MAP, MAP)
+                answer = "no error"
+            except RuntimeError as error:
+                answer = str(error)
+            os.write(write_fd, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    assert "call it before entering a pid namespace for children" in answer
 
 
 # -- idmapped mounts ---------------------------------------------------------------------

@@ -20,7 +20,9 @@ tree; ``idmap`` only its top.
 **How.** The kernel sets MOUNT_ATTR_IDMAP only on a *detached* mount, and only for a
 caller privileged over the filesystem (CAP_SYS_ADMIN in the user namespace of its
 superblock: the host's, for a disk). So it happens in the parent, before the fork,
-where corral is still host root (:func:`prepare_idmapped_mounts`):
+where corral is still host root, and before it enters a pid namespace for its
+children, as its helper process must not become that namespace's pid 1
+(:func:`prepare_idmapped_mounts`):
 
 1. a user namespace with the mapping: :func:`corral.linux.userns.open_user_namespace`
    (a helper unshares it, the maps are written, its ``/proc/<pid>/ns/user`` is opened,

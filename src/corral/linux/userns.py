@@ -49,6 +49,11 @@ process never changes its own pid namespace, hence two forks:
    waits for that byte because a parent-death signal set earlier would have fired
    when the first child exited.
 
+Every function here that forks (the chain, :func:`open_user_namespace`,
+:func:`namespace_mappings`) must run before the parent enters a pid namespace for its
+children: the helper would be that namespace's pid 1, and after it exits nothing can
+be forked there (ENOMEM). They raise RuntimeError instead.
+
 Any failure in the first child reaches the parent as "error <line>" and becomes a
 :class:`~corral.errors.CreateError`; nothing is left running. The other new
 namespaces (mount, network, ipc, uts, cgroup) are left to the init, which is inside
@@ -347,12 +352,33 @@ def _error_text(error: BaseException) -> str:
     return error_message(error)
 
 
+def _forks_in_own_pid_namespace() -> None:
+    """Refuse to fork helpers after ``unshare(CLONE_NEWPID)``: the first child would be
+    that namespace's pid 1, and once it exits nothing can be forked there (ENOMEM)."""
+    try:
+        own = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return  # no /proc: nothing to compare
+    try:
+        mismatch = os.readlink("/proc/self/ns/pid_for_children") != own
+    except FileNotFoundError:
+        # ENOENT: a new pid namespace with no process in it yet (namespaces(7)),
+        # unless the kernel predates the link (Linux 4.12).
+        mismatch = "pid_for_children" in os.listdir("/proc/self/ns")
+    if mismatch:
+        raise RuntimeError(
+            "corral.linux.userns forks helpers: call it before entering a pid namespace "
+            "for children (unshare or setns of CLONE_NEWPID)"
+        )
+
+
 def _hold_namespace(sc: Syscalls, enter: Callable[[], None]) -> tuple[int, _Pipe]:
     """Fork a helper that runs ``enter`` (unshare or setns a user namespace) and then
     waits; return its pid and the pipe that keeps it waiting (close it to let it go).
 
     Raises CreateError with the helper's message if ``enter`` failed.
     """
+    _forks_in_own_pid_namespace()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -583,6 +609,7 @@ def spawn_in_user_namespace(
     child's message if it failed, having left no process behind.
     """
     plan = plan_user_namespace(namespaces, ns_fds)
+    _forks_in_own_pid_namespace()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     first = init_pid = -1
