@@ -354,6 +354,76 @@ def test_a_threaded_init_cannot_enter() -> None:
     assert "must be single-threaded" in in_child(body)
 
 
+def in_user_namespace_child(spec: Spec, *, parent_writes: bool) -> str:
+    """A child in a new user namespace (root in it, non-dumpable, as corral's init is)
+    enters the time namespace; the offsets are written by this process or by itself."""
+    from corral.linux.syscalls import CLONE_NEWUSER, PR_SET_DUMPABLE
+
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    before = time.clock_gettime(time.CLOCK_MONOTONIC)
+
+    def ask_parent() -> None:
+        os.write(to_parent_w, b"o")
+        if os.read(to_child_r, 1) != b"k":
+            raise RuntimeError("the parent could not write the offsets")
+
+    def body() -> str:
+        sc = Syscalls()
+        sc.unshare(CLONE_NEWUSER)
+        ask_parent()  # the maps
+        sc.setresgid(0, 0, 0)
+        sc.setresuid(0, 0, 0)
+        sc.prctl(PR_SET_DUMPABLE, 0)
+        timens.enter_time_namespace(sc, spec, write_offsets=ask_parent if parent_writes else None)
+        return str(round(time.clock_gettime(time.CLOCK_MONOTONIC) - before))
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            output = body()
+        except BaseException as error:
+            output = f"ERROR: {error}"
+        os.write(write_fd, output.encode())
+        os._exit(0)
+    # Only the child keeps these ends: if it fails early, the reads below see EOF.
+    for fd in (write_fd, to_parent_w, to_child_r):
+        os.close(fd)
+    try:
+        assert os.read(to_parent_r, 1) == b"o"
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("0 100000 65536\n")
+        os.write(to_child_w, b"k")
+        if parent_writes:
+            assert os.read(to_parent_r, 1) == b"o"
+            timens.write_time_offsets(spec, pid)
+            os.write(to_child_w, b"k")
+        with os.fdopen(read_fd) as f:
+            return f.read()
+    finally:
+        os.close(to_parent_r)
+        os.close(to_child_w)
+        os.waitpid(pid, 0)
+
+
+def test_in_a_user_namespace_the_parent_writes_the_offsets() -> None:
+    if not os.path.exists("/proc/self/ns/time"):
+        pytest.skip("no time namespaces in this kernel")
+    spec = make_spec(
+        namespaces=[{"type": "mount"}, {"type": "user"}, {"type": "time"}],
+        timeOffsets={"monotonic": {"secs": 3600}},
+    )
+    assert in_user_namespace_child(spec, parent_writes=True) == "3600"
+    refused = in_user_namespace_child(spec, parent_writes=False)
+    assert refused == (
+        "ERROR: linux.timeOffsets: opening /proc/self/timens_offsets: Permission denied "
+        "(a non-dumpable process in a user namespace: the parent must write it)"
+    )
+
+
 # -- AppArmor and SELinux on a host without them -------------------------------------
 
 

@@ -161,5 +161,30 @@ def test_write_offsets_for_another_pid(tmp_path: Path) -> None:
     spec = make_spec({"boottime": {"secs": 3, "nanosecs": 4}}, NEW_TIME)
     write_time_offsets(spec, 42, proc=str(tmp_path))
     assert (tmp_path / "42" / "timens_offsets").read_text() == "boottime 3 4\n"
-    with pytest.raises(CreateError, match=r"^linux\.timeOffsets: writing .*/43/timens_offsets"):
+    with pytest.raises(CreateError, match=r"^linux\.timeOffsets: opening .*/43/timens_offsets"):
         write_time_offsets(spec, 43, proc=str(tmp_path))
+
+
+def test_the_parent_can_write_the_offsets(proc: Path) -> None:
+    """In a user namespace the init asks its parent, between unshare and setns."""
+    sc = RecordingNamespaces(proc)
+    spec = make_spec({"monotonic": {"secs": 10}}, NEW_TIME)
+    enter_time_namespace(
+        sc,  # type: ignore[arg-type]
+        spec,
+        write_offsets=lambda: sc.calls.append(("parent writes",)),
+        proc=str(proc),
+    )
+    assert [call[0] for call in sc.calls] == ["unshare", "parent writes", "setns"]
+    assert (proc / "self" / "timens_offsets").read_text() == ""
+
+
+def test_no_offsets_no_request(proc: Path) -> None:
+    sc = RecordingNamespaces(proc)
+    enter_time_namespace(
+        sc,  # type: ignore[arg-type]
+        make_spec(None, NEW_TIME),
+        write_offsets=lambda: sc.calls.append(("parent writes",)),
+        proc=str(proc),
+    )
+    assert [call[0] for call in sc.calls] == ["unshare", "setns"]

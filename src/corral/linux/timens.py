@@ -18,9 +18,14 @@ writes the offsets to ``/proc/self/timens_offsets``, and then joins its own
 ``time_for_children`` with setns(2), which does move the caller (and fails with
 ``EUSERS`` if it has threads). The init is the first member, so the offsets are
 frozen exactly as written, and every process it forks afterwards inherits the
-namespace. A namespace joined by ``path`` needs none of this: setns(2) moves the
-init at once, so it goes with the other joined namespaces; its offsets are
-already frozen, so ``timeOffsets`` is refused with a ``path`` (as runc does).
+namespace. In a user namespace the init cannot open its own ``timens_offsets`` (it
+is non-dumpable, so its ``/proc`` files belong to the host's root), so the caller
+passes ``write_offsets``, which has the runtime's parent write
+``/proc/<init pid>/timens_offsets`` between the unshare and the setns.
+
+A namespace joined by ``path`` needs none of this: setns(2) moves the init at once,
+so it goes with the other joined namespaces; its offsets are already frozen, so
+``timeOffsets`` is refused with a ``path`` (as runc does).
 
 The offsets must not take a clock below zero or past ``KTIME_SEC_MAX / 2``
 (``ERANGE``), which depends on the host's uptime; the error says the current value.
@@ -37,6 +42,8 @@ from corral.spec.reader import Fields, describe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from corral.linux.syscalls import Syscalls
     from corral.spec.model import Spec
 
@@ -94,12 +101,20 @@ def wants_new_time_namespace(spec: Spec) -> bool:
     return namespace is not None and not namespace.path
 
 
-def enter_time_namespace(sc: Syscalls, spec: Spec, *, proc: str = "/proc") -> None:
+def enter_time_namespace(
+    sc: Syscalls,
+    spec: Spec,
+    *,
+    write_offsets: Callable[[], None] | None = None,
+    proc: str = "/proc",
+) -> None:
     """Create the container's time namespace, set its offsets, and move the caller in.
 
     Called by the init (single-threaded, still privileged) once, after the other
     namespaces and before it forks anything. Does nothing without a new ``time``
-    namespace in the config.
+    namespace in the config. ``write_offsets`` is called between the unshare and the
+    setns when there are offsets; by default the caller writes its own file, which
+    works outside a user namespace only (see :func:`write_time_offsets`).
     """
     if not wants_new_time_namespace(spec):
         return
@@ -116,7 +131,11 @@ def enter_time_namespace(sc: Syscalls, spec: Spec, *, proc: str = "/proc") -> No
             sc.unshare(CLONE_NEWTIME)
         except OSError as error:
             raise CreateError(f"time namespace: {error.strerror or error}") from error
-    write_time_offsets(spec, "self", proc=proc)
+    if time_offsets(spec):
+        if write_offsets is None:
+            write_time_offsets(spec, "self", proc=proc)
+        else:
+            write_offsets()
     try:
         fd = os.open(f"{self_dir}/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
@@ -135,9 +154,11 @@ def enter_time_namespace(sc: Syscalls, spec: Spec, *, proc: str = "/proc") -> No
 def write_time_offsets(spec: Spec, pid: int | str = "self", *, proc: str = "/proc") -> None:
     """Write ``linux.timeOffsets`` to ``<proc>/<pid>/timens_offsets``, if there are any.
 
-    ``pid`` must have unshared ``CLONE_NEWTIME`` and no process may have entered the
-    namespace yet. :func:`enter_time_namespace` calls it with ``"self"``; a runtime
-    that unshares in a parent process instead calls it there, before the fork.
+    ``pid`` must have unshared ``CLONE_NEWTIME``, and no process may have entered the
+    namespace yet. In a user namespace the init cannot open its own file: it is
+    non-dumpable (CVE-2019-5736), so its ``/proc`` files belong to the host's root,
+    which the namespace does not map. The runtime's parent process, root on the host,
+    then writes it with the init's pid, as runc's parent does.
     """
     offsets = time_offsets(spec)
     if not offsets:
@@ -146,12 +167,17 @@ def write_time_offsets(spec: Spec, pid: int | str = "self", *, proc: str = "/pro
     path = f"{proc}/{pid}/timens_offsets"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        if error.errno == errno.EACCES:
+            reason += " (a non-dumpable process in a user namespace: the parent must write it)"
+        raise CreateError(f"linux.timeOffsets: opening {path}: {reason}") from error
+    try:
+        os.write(fd, text.encode())
     except OSError as error:
         raise CreateError(f"linux.timeOffsets: writing {path}: {_explain(error)}") from error
+    finally:
+        os.close(fd)
 
 
 def _explain(error: OSError) -> str:
