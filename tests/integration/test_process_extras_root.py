@@ -438,7 +438,7 @@ def test_labels_on_a_host_without_the_lsm() -> None:
     output = in_child(lambda: lsm.apply_apparmor_profile(Syscalls(), spec))
     assert output == (
         "ERROR: process.apparmorProfile: writing /proc/thread-self/attr/exec: Invalid argument "
-        "(is AppArmor enabled on this host?)"
+        "(is AppArmor enabled on this host, and the name valid?)"
     )
     output = in_child(lambda: lsm.apply_selinux_label(Syscalls(), spec))
     assert output.startswith("ERROR: process.selinuxLabel: writing /proc/thread-self/attr/exec")

@@ -178,7 +178,10 @@ def _write_attr(sc: Syscalls, path: str, value: str, field: str, lsm: str) -> No
         try:
             os.write(fd, value.encode())
         except OSError as error:
-            hint = f" (is {lsm} enabled on this host?)" if error.errno == errno.EINVAL else ""
+            hint = {
+                errno.EINVAL: f" (is {lsm} enabled on this host, and the name valid?)",
+                errno.ENOENT: " (is that profile loaded?)",
+            }.get(error.errno or 0, "")
             raise CreateError(f"{field}: writing {path}: {error.strerror}{hint}") from error
     finally:
         os.close(fd)
