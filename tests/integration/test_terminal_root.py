@@ -328,7 +328,7 @@ def test_run_passes_socket_activation_fds(
     for name in ("first", "second", "preserved"):
         (tmp_path / name).write_text(f"{name} file\n")
     bundle = make_bundle(
-        ["sh", "-c", "env | grep ^LISTEN_ | sort; cat <&3 <&4; cat <&5; ls /proc/self/fd"]
+        ["sh", "-c", "env | grep ^LISTEN_ | sort; cat <&3; cat <&4; cat <&5; ls /proc/self/fd"]
     )
     # The shell opens fds 3-5 and execs corral: LISTEN_PID is then corral's pid, as
     # systemd sets it for the process it starts.
