@@ -410,6 +410,21 @@ def test_a_failed_start_deletes_and_restores(caller_tty: tuple[int, int], short_
     assert os.listdir(short_tmp) == []
 
 
+def test_a_host_that_is_no_terminal_still_deletes(short_tmp: str) -> None:
+    pipe_read, pipe_write = os.pipe()
+    container = FakeContainer(lambda: 0)
+    try:
+        with pytest.raises(termios.error):
+            run.run_with_terminal(
+                container.create, container.start, container.delete, host=pipe_read
+            )
+    finally:
+        os.close(pipe_read)
+        os.close(pipe_write)
+    assert container.events == ["create", "delete"]
+    assert signal.set_wakeup_fd(-1) == -1
+
+
 def test_no_master_sent_times_out_and_deletes(
     caller_tty: tuple[int, int], short_tmp: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

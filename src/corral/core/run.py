@@ -239,10 +239,12 @@ def _attach(
 
     status: int | None = None
     previous: dict[int, object] = {}
-    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    old_wakeup = -1
-    saved = termios.tcgetattr(host)
+    wake: tuple[int, int] | None = None
+    old_wakeup: int | None = None
+    saved: list[Any] | None = None
     try:
+        saved = termios.tcgetattr(host)
+        wake = wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         clear_onlcr(master)
         copy_window_size(host, master)
         previous = _forward_signals(pid)
@@ -256,15 +258,17 @@ def _attach(
             status = _wait(pid)
     finally:
         try:
-            # TCSADRAIN: what was copied out is written before the mode changes back.
-            termios.tcsetattr(host, termios.TCSADRAIN, saved)
+            if saved is not None:
+                # TCSADRAIN: what was copied out is written before the mode changes back.
+                termios.tcsetattr(host, termios.TCSADRAIN, saved)
         except termios.error:
             pass  # the terminal is gone (hung up): nothing to restore
-        if old_wakeup != -1 or previous:
+        if old_wakeup is not None:
             signal.set_wakeup_fd(old_wakeup)
         _restore(previous)
-        os.close(wake_read)
-        os.close(wake_write)
+        if wake is not None:
+            os.close(wake[0])
+            os.close(wake[1])
         delete()
     return status
 
