@@ -119,10 +119,14 @@ def test_setup_terminal_in_a_container_root(busybox_rootfs: Path, short_dir: str
         assert lines[1] == b"24 91"
         os.write(master, b"hello\n")
         assert b"got:hello\r\n" in read_until(master, b"got:hello\r\n")
+        # Reaped before the master closes: that hangs the terminal up (SIGHUP).
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 5
     finally:
         os.close(master)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 5
+        if pid:
+            os.waitpid(pid, 0)
 
 
 def _play_init(rootfs: str, socket_path: str, report: int) -> None:  # pragma: no cover
