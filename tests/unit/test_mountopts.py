@@ -49,7 +49,7 @@ CONFIG_MD_OPTIONS = [
     "rsymfollow", "runbindable", "rw", "shared", "silent", "slave", "strictatime", "suid",
     "symfollow", "sync", "tmpcopyup", "unbindable", "idmap", "ridmap",
 ]  # fmt: skip
-NOT_YET = {"tmpcopyup", "idmap", "ridmap"}
+NOT_YET = {"tmpcopyup"}
 
 
 @pytest.mark.parametrize("option", sorted(set(CONFIG_MD_OPTIONS) - NOT_YET))
@@ -208,15 +208,6 @@ def test_type_bind_without_a_bind_option() -> None:
         check_mounts(spec_with([mount]), "/")
     assert caught.value.path == "mounts[0].options"
     check_mounts(spec_with([{**mount, "options": ["rbind", "ro"]}]), "/")
-
-
-@pytest.mark.parametrize("key", ["uidMappings", "gidMappings"])
-def test_idmapped_mounts_are_unsupported(key: str) -> None:
-    mapping = [{"containerID": 0, "hostID": 1000, "size": 1}]
-    mount = {"destination": "/v", "type": "tmpfs", "source": "tmpfs", key: mapping}
-    with pytest.raises(UnsupportedError) as caught:
-        check_mounts(spec_with([{"destination": "/p", "type": "proc"}, mount]), "/")
-    assert caught.value.path == f"mounts[1].{key}"
 
 
 def test_check_mounts_reports_option_errors_with_their_path() -> None:

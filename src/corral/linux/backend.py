@@ -24,6 +24,8 @@ from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from corral.backend import CreateRequest
     from corral.core.state import Record
     from corral.spec.model import Namespace
@@ -50,26 +52,67 @@ class LinuxBackend(Backend):
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         commit_read, commit_write = os.pipe2(os.O_CLOEXEC)
-        try:
-            if pid_ns is not None and pid_ns.path:
-                sc.setns(ns_fds.pop("pid"), sc_.CLONE_NEWPID, pid_ns.path)
-            elif pid_ns is not None:
-                sc.unshare(sc_.CLONE_NEWPID)
-            pid = os.fork()
-            if pid == 0:  # the container's init
+        user_ns = spec.linux.namespace("user")
+        if user_ns is not None:
+            from corral.linux import idmap, userns
+
+            trees: dict[int, int] = {}
+            try:
+                if user_ns.path:
+                    userns.check_joined_mappings(sc, spec, ns_fds["user"])
+                uid_maps, gid_maps = userns.user_mappings(spec)
+                trees = idmap.prepare_idmapped_mounts(sc, spec, request.bundle)
+                state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+                def child() -> NoReturn:
+                    os.close(read_fd)
+                    os.close(commit_write)
+                    from corral.linux.init import run_init
+
+                    run_init(sc, request, write_fd, commit_read, {}, state_fd=state_fd, trees=trees)
+
+                try:
+                    pid = userns.spawn_in_user_namespace(
+                        sc, spec.linux.namespaces, ns_fds, uid_maps, gid_maps, child
+                    )
+                finally:
+                    os.close(state_fd)
+            except BaseException:
                 os.close(read_fd)
                 os.close(commit_write)
-                from corral.linux.init import run_init
+                raise
+            finally:
+                os.close(own_pid_ns)
+                os.close(write_fd)
+                os.close(commit_read)
+                for fd in [*ns_fds.values(), *trees.values()]:
+                    os.close(fd)
+        else:
+            from corral.linux import idmap as idmap_
 
-                run_init(sc, request, write_fd, commit_read, ns_fds)
-            if pid_ns is not None:
-                sc.setns(own_pid_ns, sc_.CLONE_NEWPID, "/proc/self/ns/pid")
-        finally:
-            os.close(own_pid_ns)
-            os.close(write_fd)
-            os.close(commit_read)
-            for fd in ns_fds.values():
-                os.close(fd)
+            trees2 = idmap_.prepare_idmapped_mounts(sc, spec, request.bundle)
+            try:
+                if pid_ns is not None and pid_ns.path:
+                    sc.setns(ns_fds.pop("pid"), sc_.CLONE_NEWPID, pid_ns.path)
+                elif pid_ns is not None:
+                    sc.unshare(sc_.CLONE_NEWPID)
+                pid = os.fork()
+                if pid == 0:  # the container's init
+                    os.close(read_fd)
+                    os.close(commit_write)
+                    from corral.linux.init import run_init
+
+                    run_init(sc, request, write_fd, commit_read, ns_fds, trees=trees2)
+                for fd in trees2.values():
+                    os.close(fd)
+                if pid_ns is not None:
+                    sc.setns(own_pid_ns, sc_.CLONE_NEWPID, "/proc/self/ns/pid")
+            finally:
+                os.close(own_pid_ns)
+                os.close(write_fd)
+                os.close(commit_read)
+                for fd in ns_fds.values():
+                    os.close(fd)
         try:
             answer = handshake.serve_requests(
                 read_fd, commit_write, {handshake.HOOKS: lambda: _run_runtime_hooks(request, pid)}

@@ -25,8 +25,6 @@ NOT_YET = {
     "process.execCPUAffinity": "issue 4",
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
-    "linux.uidMappings": "user namespaces come with issue 4",
-    "linux.gidMappings": "user namespaces come with issue 4",
     "linux.timeOffsets": "time namespaces come with issue 4",
     "linux.devices": "issue 4",
     "linux.netDevices": "issue 4",
@@ -46,7 +44,7 @@ NOT_YET = {
 # process.consoleSize is not listed: config.md says runtimes MUST ignore it when
 # process.terminal is false, and a true terminal is refused above.
 # Namespaces the Linux backend can create or join today.
-SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
 
 
 def _is_set(value: object) -> bool:
@@ -102,6 +100,11 @@ def check_config(request: CreateRequest) -> None:
     check_unsupported(spec)
     check_namespaces(spec)
     check_mounts(spec, request.bundle)
+    from corral.linux.idmap import check_idmapped_mounts
+    from corral.linux.userns import check_user_namespace
+
+    check_user_namespace(spec)
+    check_idmapped_mounts(spec)
     check_process(spec)
     if request.console_socket:
         raise ConfigError(

@@ -64,8 +64,15 @@ def run_init(
     sync_fd: int,
     commit_fd: int,
     ns_fds: dict[str, int],
+    *,
+    state_fd: int = -1,
+    trees: dict[int, int] | None = None,
 ) -> NoReturn:
     """Set the container up, report to the parent over ``sync_fd``, wait, exec.
+
+    ``state_fd`` is the state directory opened by the parent (an init in a user
+    namespace cannot pass the 0700 state root itself); ``trees`` are idmapped mount
+    trees by mount index (:mod:`corral.linux.idmap`), prepared by the parent.
 
     Until the parent has recorded this process (one byte on ``commit_fd``), it dies with
     the parent (PR_SET_PDEATHSIG), so a ``create`` killed half-way leaves no orphan.
@@ -78,7 +85,12 @@ def run_init(
         # 0 in a new pid namespace.
         sc.prctl(sc_.PR_SET_PDEATHSIG, SIGKILL)
         state_fd = _prepare(
-            sc, request, ns_fds, lambda name: handshake.ask_parent(sync_fd, commit_fd, name)
+            sc,
+            request,
+            ns_fds,
+            lambda name: handshake.ask_parent(sync_fd, commit_fd, name),
+            state_fd=state_fd,
+            trees=trees or {},
         )
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
@@ -130,7 +142,13 @@ def _preload(spec: Spec) -> None:
 
 
 def _prepare(
-    sc: Syscalls, request: CreateRequest, ns_fds: dict[str, int], ask_parent: Callable[[str], None]
+    sc: Syscalls,
+    request: CreateRequest,
+    ns_fds: dict[str, int],
+    ask_parent: Callable[[str], None],
+    *,
+    state_fd: int,
+    trees: dict[int, int],
 ) -> int:
     """Every step up to "ready", in order; return the state directory's fd.
 
@@ -141,11 +159,17 @@ def _prepare(
     assert spec.process is not None and spec.linux is not None
     _preload(spec)
     _detach(sc, request)
-    _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
+    if spec.linux.namespace("user") is not None:
+        from corral.linux.userns import namespaces_for_init
+
+        _enter_namespaces(sc, namespaces_for_init(spec.linux.namespaces), {})
+    else:
+        _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
     # Keep a handle on the state directory: after pivot_root its path is gone, but the
     # fifo is still reachable through this fd. It is close-on-exec and closed before exec.
-    state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    _build_rootfs(sc, request, ask_parent)
+    if state_fd < 0:
+        state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    _build_rootfs(sc, request, ask_parent, trees)
     _configure_container(sc, spec)
     _configure_process(sc, spec)
     return state_fd
@@ -162,12 +186,17 @@ def _detach(sc: Syscalls, request: CreateRequest) -> None:
         sc.join_session_keyring(request.container_id)
 
 
-def _build_rootfs(sc: Syscalls, request: CreateRequest, ask_parent: Callable[[str], None]) -> None:
+def _build_rootfs(
+    sc: Syscalls,
+    request: CreateRequest,
+    ask_parent: Callable[[str], None],
+    trees: dict[int, int],
+) -> None:
     """Mounts, the create hooks, then ``pivot_root`` into the container's root."""
     from corral.linux import rootfs
 
     spec = request.spec
-    rootfs.setup_rootfs(sc, spec, request.rootfs, request.bundle)
+    rootfs.setup_rootfs(sc, spec, request.rootfs, request.bundle, trees)
     _run_create_hooks(request, ask_parent)
     rootfs.enter_rootfs(sc, request.rootfs, no_pivot=request.no_pivot)
 

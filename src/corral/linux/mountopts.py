@@ -104,6 +104,8 @@ FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
     "sync": (MS_SYNCHRONOUS, True),
     "bind": (MS_BIND, True),
     "rbind": (MS_BIND | MS_REC, True),
+    "idmap": (0, True),
+    "ridmap": (0, True),
 }
 
 PROPAGATION_OPTIONS = {
@@ -145,8 +147,6 @@ RECURSIVE_OPTIONS: dict[str, tuple[int, int]] = {
 
 # Known to config.md but not applied yet: refused, never ignored.
 UNSUPPORTED_OPTIONS = {
-    "idmap": "idmapped mounts",
-    "ridmap": "idmapped mounts",
     "tmpcopyup": "copying a directory's contents up into a tmpfs",
 }
 
@@ -277,14 +277,8 @@ def bind_source(source: str, bundle: str) -> str:
 
 def check_mounts(spec: Spec, bundle: str) -> None:
     """Reject, before anything is created, the mounts that cannot be applied."""
-    raw_mounts = spec.raw.get("mounts")
     for index, mount in enumerate(spec.mounts):
         where = f"mounts[{index}]"
-        raw = raw_mounts[index] if isinstance(raw_mounts, list) else None
-        if isinstance(raw, dict):
-            for key in ("uidMappings", "gidMappings"):
-                if raw.get(key):
-                    raise UnsupportedError(f"{where}.{key}", "idmapped mounts")
         options = parse_options(mount.options, f"{where}.options", mount.type)
         if options.bind:
             if not mount.source:

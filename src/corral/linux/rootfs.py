@@ -107,8 +107,14 @@ def root_propagation(spec: Spec) -> int:
     return change
 
 
-def setup_rootfs(sc: Syscalls, spec: Spec, rootfs: str, bundle: str) -> None:
-    """Mount the rootfs, ``spec.mounts`` and the default devices; see the module doc."""
+def setup_rootfs(
+    sc: Syscalls, spec: Spec, rootfs: str, bundle: str, trees: dict[int, int] | None = None
+) -> None:
+    """Mount the rootfs, ``spec.mounts`` and the default devices; see the module doc.
+
+    ``trees`` maps a mount's index to a detached idmapped tree (corral.linux.idmap) to
+    attach instead of a plain bind mount.
+    """
     rootfs = os.path.join(bundle, rootfs)
     propagation = root_propagation(spec)
     _mount(sc, None, "/", None, propagation, None, "propagation of /")
@@ -122,7 +128,7 @@ def setup_rootfs(sc: Syscalls, spec: Spec, rootfs: str, bundle: str) -> None:
         for index, mount in enumerate(spec.mounts):
             options = parse_options(mount.options, f"mounts[{index}].options", mount.type)
             try:
-                mount_one(sc, root_fd, spec, mount, options, bundle)
+                mount_one(sc, root_fd, spec, mount, options, bundle, (trees or {}).get(index, -1))
             except OSError as error:
                 message = f"mounts[{index}]: {error.strerror or error}"
                 raise type(error)(error.errno, message) from None
@@ -132,7 +138,13 @@ def setup_rootfs(sc: Syscalls, spec: Spec, rootfs: str, bundle: str) -> None:
 
 
 def mount_one(
-    sc: Syscalls, root_fd: int, spec: Spec, mount: Mount, options: MountOptions, bundle: str
+    sc: Syscalls,
+    root_fd: int,
+    spec: Spec,
+    mount: Mount,
+    options: MountOptions,
+    bundle: str,
+    tree: int = -1,
 ) -> None:
     """Apply one entry of ``mounts``, its destination resolved inside ``root_fd``."""
     dest = mount.destination
@@ -166,6 +178,11 @@ def mount_one(
             top_fd, fd = fd, -1
         elif mount.type == "cgroup" and not options.bind:
             _mount_cgroup(sc, root_fd, spec, dest, target, options)
+        elif tree >= 0:
+            from corral.linux.idmap import attach_tree
+
+            attach_tree(sc, tree, fd, dest)
+            os.close(tree)
         elif options.bind:
             bind_flags = options.flags & (MS_BIND | MS_REC)
             _mount(sc, source, target, None, bind_flags, None, f"bind {source} on {dest}")
