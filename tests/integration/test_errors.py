@@ -182,9 +182,9 @@ BAD_CONFIGS: dict[str, tuple[Edit, str]] = {
         set_path("hooks", {"prestart": [{"path": "bin/true"}]}),
         'config.json: hooks.prestart[0].path: "bin/true" is not an absolute path',
     ),
-    "terminal": (
+    "terminal without a console socket": (
         set_path("process.terminal", True),
-        "config.json: process.terminal: not supported by corral...",
+        "config.json: process.terminal: cannot allocate tty if corral will detach without...",
     ),
     "uid type": (
         set_path("process.user.uid", "root"),

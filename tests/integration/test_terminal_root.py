@@ -12,8 +12,6 @@ Three layers:
   CLI;
 * LISTEN_FDS passed through ``corral run`` as runc passes it.
 
-The CLI tests marked xfail need the init to call the terminal module (and create to
-apply listen_fds); the marks go once that is wired.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ if TYPE_CHECKING:
 
 pytestmark = requires_root
 
-WIRED_LATER = pytest.mark.xfail(reason="wired into the init later today", strict=False)
 PTS_PATH = re.compile(rb"/dev/pts/\d+")
 
 
@@ -161,7 +158,6 @@ def _play_init(rootfs: str, socket_path: str, report: int) -> None:  # pragma: n
 # -- create --console-socket, as containerd does --------------------------------------------------
 
 
-@WIRED_LATER
 def test_create_sends_the_terminal_to_the_console_socket(
     corral: Corral, make_bundle: MakeBundle, container_id: str, short_dir: str
 ) -> None:
@@ -187,7 +183,6 @@ def test_create_sends_the_terminal_to_the_console_socket(
     assert out.read_text() == ""  # the program wrote to its terminal, not create's stdout
 
 
-@WIRED_LATER
 def test_create_with_a_terminal_needs_a_console_socket(
     corral: Corral, make_bundle: MakeBundle, container_id: str
 ) -> None:
@@ -262,7 +257,6 @@ def spawn_on_pty(
     return process, master
 
 
-@WIRED_LATER
 def test_run_gives_the_callers_terminal_to_the_container(
     corral: Corral, make_bundle: MakeBundle, container_id: str
 ) -> None:
@@ -299,7 +293,6 @@ def test_run_gives_the_callers_terminal_to_the_container(
     assert container_id not in corral("list", "-q").stdout.split()
 
 
-@WIRED_LATER
 def test_run_passes_ctrl_c_to_the_program(
     corral: Corral, make_bundle: MakeBundle, container_id: str
 ) -> None:
@@ -325,7 +318,6 @@ def test_run_passes_ctrl_c_to_the_program(
 # -- LISTEN_FDS ------------------------------------------------------------------------------------
 
 
-@WIRED_LATER
 def test_run_passes_socket_activation_fds(
     corral: Corral, make_bundle: MakeBundle, container_id: str, tmp_path: Path
 ) -> None:

@@ -129,6 +129,14 @@ class Runtime:
         validate_id(container_id)
         bundle = fastos.absolute(bundle)
         spec = load_bundle_config(bundle)
+        if spec.process is not None:
+            import os
+
+            from corral.core.run import listen_fds
+
+            # systemd socket activation (runc's rule): the caller's LISTEN_FDS go through.
+            preserve_fds, listen_env = listen_fds(os.environ, preserve_fds)
+            spec.process.env.extend(listen_env)
         request = CreateRequest(
             container_id=container_id,
             bundle=bundle,

@@ -48,6 +48,12 @@ class LinuxBackend(Backend):
         spec = request.spec
         assert spec.linux is not None
         ns_fds = _open_namespace_paths(spec.linux.namespaces)
+        console_fd = -1
+        if spec.process is not None and spec.process.terminal and request.console_socket:
+            # Connected now: an init in a user namespace may not reach the socket's path.
+            from corral.linux.terminal import connect_early
+
+            console_fd = connect_early(request.console_socket)
         pid_ns = spec.linux.namespace("pid")
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -85,6 +91,8 @@ class LinuxBackend(Backend):
                 os.close(own_pid_ns)
                 os.close(write_fd)
                 os.close(commit_read)
+                if console_fd >= 0:
+                    os.close(console_fd)
                 for fd in [*ns_fds.values(), *trees.values()]:
                     os.close(fd)
         else:
@@ -102,7 +110,15 @@ class LinuxBackend(Backend):
                     os.close(commit_write)
                     from corral.linux.init import run_init
 
-                    run_init(sc, request, write_fd, commit_read, ns_fds, trees=trees2)
+                    run_init(
+                        sc,
+                        request,
+                        write_fd,
+                        commit_read,
+                        ns_fds,
+                        trees=trees2,
+                        console_fd=console_fd,
+                    )
                 for fd in trees2.values():
                     os.close(fd)
                 if pid_ns is not None:
@@ -111,6 +127,8 @@ class LinuxBackend(Backend):
                 os.close(own_pid_ns)
                 os.close(write_fd)
                 os.close(commit_read)
+                if console_fd >= 0:
+                    os.close(console_fd)
                 for fd in ns_fds.values():
                     os.close(fd)
         try:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 # JSON path -> why it is refused (the issue that implements it).
 NOT_YET = {
-    "process.terminal": "terminals come with issue 4",
     "process.apparmorProfile": "issue 4",
     "process.selinuxLabel": "issue 4",
     "process.scheduler": "issue 4",
@@ -106,7 +105,7 @@ def check_config(request: CreateRequest) -> None:
     check_user_namespace(spec)
     check_idmapped_mounts(spec)
     check_process(spec)
-    if request.console_socket:
-        raise ConfigError(
-            "", "--console-socket given but process.terminal is false; nothing to send"
-        )
+    from corral.linux.terminal import check_terminal
+
+    # `create` always detaches; `run` checks its foreground rules itself (core.run).
+    check_terminal(spec, request.console_socket, True)

@@ -67,6 +67,7 @@ def run_init(
     *,
     state_fd: int = -1,
     trees: dict[int, int] | None = None,
+    console_fd: int = -1,
 ) -> NoReturn:
     """Set the container up, report to the parent over ``sync_fd``, wait, exec.
 
@@ -91,6 +92,7 @@ def run_init(
             lambda name: handshake.ask_parent(sync_fd, commit_fd, name),
             state_fd=state_fd,
             trees=trees or {},
+            console_fd=console_fd,
         )
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
@@ -133,6 +135,9 @@ def _preload(spec: Spec) -> None:
 
     from corral.linux import credentials, rlimits, rootfs, sysctl  # noqa: F401
 
+    if spec.process is not None and spec.process.terminal:
+        from corral.linux import terminal  # noqa: F401 - loads fcntl, struct, termios
+
     if spec.hooks and spec.hooks.start_container:
         import fcntl  # noqa: F401 - corral.core.hooks, when stdio was closed
         import select  # noqa: F401 - corral.core.hooks, to feed the hook and read it
@@ -149,6 +154,7 @@ def _prepare(
     *,
     state_fd: int,
     trees: dict[int, int],
+    console_fd: int,
 ) -> int:
     """Every step up to "ready", in order; return the state directory's fd.
 
@@ -170,7 +176,7 @@ def _prepare(
     if state_fd < 0:
         state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     _build_rootfs(sc, request, ask_parent, trees)
-    _configure_container(sc, spec)
+    _configure_container(sc, spec, console_fd)
     _configure_process(sc, spec)
     return state_fd
 
@@ -201,7 +207,7 @@ def _build_rootfs(
     rootfs.enter_rootfs(sc, request.rootfs, no_pivot=request.no_pivot)
 
 
-def _configure_container(sc: Syscalls, spec: Spec) -> None:
+def _configure_container(sc: Syscalls, spec: Spec, console_fd: int) -> None:
     """What the container's namespaces hold, set from inside its root."""
     from corral.linux import rootfs, sysctl
 
@@ -213,6 +219,15 @@ def _configure_container(sc: Syscalls, spec: Spec) -> None:
     # Before finish_rootfs: the default config makes /proc/sys read-only.
     sysctl.apply_sysctl(spec.linux.sysctl)
     _create_cwd(spec.process.cwd)
+    if console_fd >= 0:
+        # runc's order: after pivot_root (the pty comes from the container's devpts),
+        # before read-only paths and credentials (it needs root and our new session).
+        from corral.linux import terminal
+
+        user = spec.process.user
+        terminal.setup_terminal(
+            sc, console_fd, terminal.console_size(spec), owner=(user.uid, user.gid)
+        )
     rootfs.finish_rootfs(sc, spec)
 
 
