@@ -133,7 +133,12 @@ class LinuxBackend(Backend):
                     os.close(fd)
         try:
             answer = handshake.serve_requests(
-                read_fd, commit_write, {handshake.HOOKS: lambda: _run_runtime_hooks(request, pid)}
+                read_fd,
+                commit_write,
+                {
+                    handshake.HOOKS: lambda: _run_runtime_hooks(request, pid),
+                    handshake.TIME_OFFSETS: lambda: _write_time_offsets(request, pid),
+                },
             )
             if answer.get("ready") is not True:
                 message = answer.get("error") or "container init exited during setup"
@@ -218,3 +223,11 @@ def _same_pid_namespace(init_pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _write_time_offsets(request: CreateRequest, pid: int) -> None:
+    """The init unshared a time namespace inside a user namespace: its own proc files
+    are root's (it is non-dumpable), so the parent writes the offsets (as runc does)."""
+    from corral.linux.timens import write_time_offsets
+
+    write_time_offsets(request.spec, pid)

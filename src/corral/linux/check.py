@@ -17,20 +17,11 @@ if TYPE_CHECKING:
 
 # JSON path -> why it is refused (the issue that implements it).
 NOT_YET = {
-    "process.apparmorProfile": "issue 4",
-    "process.selinuxLabel": "issue 4",
-    "process.scheduler": "issue 4",
-    "process.ioPriority": "issue 4",
-    "process.execCPUAffinity": "issue 4",
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
-    "linux.timeOffsets": "time namespaces come with issue 4",
-    "linux.devices": "issue 4",
     "linux.netDevices": "issue 4",
-    "linux.personality": "issue 4",
     "linux.mountLabel": "issue 4",
     "linux.intelRdt": "issue 4",
-    "linux.memoryPolicy": "issue 4",
     "linux.cgroupsPath": "cgroups come with issue 5",
     "linux.resources": "cgroups come with issue 5",
     "linux.seccomp": "seccomp comes with issue 6",
@@ -43,7 +34,7 @@ NOT_YET = {
 # process.consoleSize is not listed: config.md says runtimes MUST ignore it when
 # process.terminal is false, and a true terminal is refused above.
 # Namespaces the Linux backend can create or join today.
-SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
+SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
 
 
 def _is_set(value: object) -> bool:
@@ -104,6 +95,15 @@ def check_config(request: CreateRequest) -> None:
 
     check_user_namespace(spec)
     check_idmapped_mounts(spec)
+    from corral.linux import devices, lsm, mempolicy, personality, scheduling, timens
+
+    devices.check_devices(spec)
+    personality.check_personality(spec)
+    scheduling.check_scheduling(spec)
+    mempolicy.check_memory_policy(spec)
+    timens.check_time_namespace(spec)
+    lsm.check_lsm(spec)
+    lsm.check_lsm_host(spec)
     check_process(spec)
     from corral.linux.terminal import check_terminal
 

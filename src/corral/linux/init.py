@@ -133,7 +133,16 @@ def _preload(spec: Spec) -> None:
     corral) is gone. A step added after ``enter_rootfs`` adds its modules here."""
     import resource  # noqa: F401 - used by Syscalls.prlimit
 
-    from corral.linux import credentials, rlimits, rootfs, sysctl  # noqa: F401
+    from corral.linux import (  # noqa: F401
+        credentials,
+        lsm,
+        mempolicy,
+        personality,
+        rlimits,
+        rootfs,
+        scheduling,
+        sysctl,
+    )
 
     if spec.process is not None and spec.process.terminal:
         from corral.linux import terminal  # noqa: F401 - loads fcntl, struct, termios
@@ -171,6 +180,19 @@ def _prepare(
         _enter_namespaces(sc, namespaces_for_init(spec.linux.namespaces), {})
     else:
         _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
+    from corral.linux import timens
+
+    # Before anything forks: time namespaces, like pid ones, apply to children (after a
+    # setns for the caller). In a user namespace only the parent may write the offsets.
+    timens.enter_time_namespace(
+        sc,
+        spec,
+        write_offsets=(
+            (lambda: ask_parent(handshake.TIME_OFFSETS))
+            if spec.linux.namespace("user") is not None
+            else None
+        ),
+    )
     # Keep a handle on the state directory: after pivot_root its path is gone, but the
     # fifo is still reachable through this fd. It is close-on-exec and closed before exec.
     if state_fd < 0:
@@ -229,15 +251,24 @@ def _configure_container(sc: Syscalls, spec: Spec, console_fd: int) -> None:
             sc, console_fd, terminal.console_size(spec), owner=(user.uid, user.gid)
         )
     rootfs.finish_rootfs(sc, spec)
+    from corral.linux import lsm
+
+    lsm.apply_apparmor_profile(sc, spec)  # needs the container's /proc; before no_new_privs
 
 
 def _configure_process(sc: Syscalls, spec: Spec) -> None:
     """The process's own attributes; the identity last, as it takes privileges away."""
-    from corral.linux import credentials, rlimits, sysctl
+    from corral.linux import credentials, lsm, mempolicy, personality, rlimits, scheduling, sysctl
 
     assert spec.process is not None
     rlimits.apply_rlimits(sc, spec.process.rlimits)
     sysctl.apply_oom_score_adj(spec.process.oom_score_adj)
+    # runc's order, before the credentials take CAP_SYS_NICE and the rest away.
+    scheduling.apply_scheduler(sc, spec)
+    scheduling.apply_io_priority(sc, spec)
+    personality.apply_personality(sc, spec)
+    mempolicy.apply_memory_policy(sc, spec)
+    lsm.apply_selinux_label(sc, spec)
     credentials.apply_credentials(sc, spec.process)
 
 

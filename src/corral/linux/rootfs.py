@@ -132,6 +132,10 @@ def setup_rootfs(
             except OSError as error:
                 message = f"mounts[{index}]: {error.strerror or error}"
                 raise type(error)(error.errno, message) from None
+        # linux.devices first: a configured node wins over a default one.
+        from corral.linux.devices import create_config_devices, in_user_namespace
+
+        create_config_devices(sc, root_fd, spec, in_userns=in_user_namespace(spec))
         create_devices(sc, root_fd, spec)
     finally:
         os.close(root_fd)
