@@ -67,3 +67,17 @@ def test_apparmor_profile_without_apparmor_is_refused(run_inside: RunInside) -> 
     result = run_inside("true", edit=edit, check=False)
     assert result.returncode != 0
     assert result.stderr.startswith("corral: config.json: process.apparmorProfile")
+
+
+def test_mount_label_without_selinux_is_refused(run_inside: RunInside) -> None:
+    import os
+
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("this host has SELinux; the refusal is for hosts without it")
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0"
+
+    result = run_inside("true", edit=edit, check=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("corral: config.json: linux.mountLabel")

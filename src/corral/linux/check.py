@@ -20,7 +20,6 @@ NOT_YET = {
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
     "linux.netDevices": "issue 4",
-    "linux.mountLabel": "issue 4",
     "linux.intelRdt": "issue 4",
     "linux.cgroupsPath": "cgroups come with issue 5",
     "linux.resources": "cgroups come with issue 5",

@@ -192,8 +192,15 @@ def mount_one(
             _mount(sc, source, target, None, bind_flags, None, f"bind {source} on {dest}")
         else:
             what = f"{mount.type} on {dest}"
+            data = options.data
+            if (spec.raw.get("linux") or {}).get("mountLabel"):
+                # linux.mountLabel: the SELinux context= option (checked against the host
+                # by corral.linux.lsm before anything is created).
+                from corral.linux.lsm import label_mount_data, mount_label
+
+                data = label_mount_data(mount_label(spec), mount.type, data, bind=False)
             try:
-                _mount(sc, source, target, mount.type, options.flags, options.data or None, what)
+                _mount(sc, source, target, mount.type, options.flags, data or None, what)
             except PermissionError:
                 if mount.type != "sysfs":
                     raise
