@@ -129,9 +129,9 @@ class Runtime:
         validate_id(container_id)
         bundle = fastos.absolute(bundle)
         spec = load_bundle_config(bundle)
-        if spec.process is not None:
-            import os
+        import os
 
+        if spec.process is not None and "LISTEN_FDS" in os.environ:
             from corral.core.run import listen_fds
 
             # systemd socket activation (runc's rule): the caller's LISTEN_FDS go through.
