@@ -17,8 +17,8 @@ config.md says unknown options SHOULD be passed as data. corral does so, with tw
 limits that turn a typo into an error of ``create`` instead of a silently ignored or
 EINVAL mount: a bind mount has no data (the kernel ignores it), and the in-kernel
 pseudo filesystems (tmpfs, proc, devpts, ...) accept a small known set of keys.
-Options that need features corral does not have yet (``idmap``, ``ridmap``,
-``tmpcopyup``) are refused as unsupported rather than ignored.
+``tmpcopyup`` sets ``copy_up``: the tmpfs gets a copy of what its destination
+directory held (:func:`corral.linux.rootfs.copy_up`); on any other type it is refused.
 
 :func:`check_mounts` runs this over the whole config before anything is created.
 """
@@ -146,9 +146,7 @@ RECURSIVE_OPTIONS: dict[str, tuple[int, int]] = {
 }
 
 # Known to config.md but not applied yet: refused, never ignored.
-UNSUPPORTED_OPTIONS = {
-    "tmpcopyup": "copying a directory's contents up into a tmpfs",
-}
+UNSUPPORTED_OPTIONS: dict[str, str] = {}
 
 # The data keys the in-kernel pseudo filesystems accept (Documentation/filesystems/*
 # and the fs_parameter tables of Linux 6.x). Other types (overlay, ext4, nfs, fuse...)
@@ -188,9 +186,10 @@ _BIND_AND_REC = MS_BIND | MS_REC
 class MountOptions:
     """What one mount's option list asks for; see the module docstring."""
 
-    __slots__ = ("attr_clr", "attr_set", "cleared", "data", "flags", "propagation")
+    __slots__ = ("attr_clr", "attr_set", "cleared", "copy_up", "data", "flags", "propagation")
 
     def __init__(self) -> None:
+        self.copy_up = False
         self.flags = 0
         self.cleared = 0
         self.propagation: list[int] = []
@@ -211,7 +210,7 @@ class MountOptions:
         return (
             f"MountOptions(flags={self.flags:#x}, cleared={self.cleared:#x}, "
             f"propagation={[hex(p) for p in self.propagation]}, attr_set={self.attr_set:#x}, "
-            f"attr_clr={self.attr_clr:#x}, data={self.data!r})"
+            f"attr_clr={self.attr_clr:#x}, data={self.data!r}, copy_up={self.copy_up})"
         )
 
 
@@ -246,6 +245,13 @@ def parse_options(options: list[str], path: str, fstype: str = "") -> MountOptio
             result.attr_clr = (result.attr_clr & ~attr_set) | attr_clr
             continue
         where = f"{path}[{index}]"
+        if option == "tmpcopyup":
+            # config.md lists it for tmpfs only: there is nothing to copy "up" into a
+            # bind mount or a pseudo filesystem.
+            if fstype != "tmpfs":
+                raise ConfigError(where, '"tmpcopyup" applies to tmpfs mounts only')
+            result.copy_up = True
+            continue
         if option in UNSUPPORTED_OPTIONS:
             raise UnsupportedError(where, f'"{option}": {UNSUPPORTED_OPTIONS[option]}')
         if not option:

@@ -199,8 +199,14 @@ def mount_one(
                 from corral.linux.lsm import label_mount_data, mount_label
 
                 data = label_mount_data(mount_label(spec), mount.type, data, bind=False)
+            flags = options.flags
+            if options.copy_up:
+                # The copy needs a writable tmpfs; "ro" comes with a remount after it.
+                flags &= ~MS_RDONLY
             try:
-                _mount(sc, source, target, mount.type, options.flags, data or None, what)
+                _mount(sc, source, target, mount.type, flags, data or None, what)
+                if options.copy_up:
+                    _copy_up_into(sc, root_fd, fd, dest, options)
             except PermissionError:
                 if mount.type != "sysfs":
                     raise
@@ -234,6 +240,127 @@ def mount_one(
             os.close(fd)
         if top_fd >= 0:
             os.close(top_fd)
+
+
+def _copy_up_into(sc: Syscalls, root_fd: int, lower_fd: int, dest: str, opts: MountOptions) -> None:
+    """``tmpcopyup``: fill the tmpfs just mounted on ``dest`` with what it hides.
+
+    ``lower_fd`` was opened before the mount, so reopening it through its magic link
+    reaches the directory underneath the tmpfs (proc(5), /proc/pid/fd): no need to
+    bind the old directory aside first.
+    """
+    reopen = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # no O_NOFOLLOW: a magic link
+    lower = os.open(fd_path(lower_fd), reopen)
+    try:
+        top_fd = open_in_root(sc, root_fd, dest, _PATH_DIR)
+        try:
+            upper = os.open(fd_path(top_fd), reopen)
+        finally:
+            os.close(top_fd)
+    except BaseException:
+        os.close(lower)
+        raise
+    try:
+        keys = {option.partition("=")[0] for option in opts.data.split(",")}
+        copy_up(lower, upper, keep_mode="mode" not in keys, keep_owner=not keys & {"uid", "gid"})
+    except OSError as error:
+        raise type(error)(error.errno, f"tmpcopyup {dest}: {error.strerror or error}") from None
+    finally:
+        os.close(lower)
+        os.close(upper)
+    if opts.flags & MS_RDONLY:
+        top_fd = open_in_root(sc, root_fd, dest, _PATH_FLAGS)
+        try:
+            flags = MS_REMOUNT | (opts.flags & ~(MS_BIND | MS_REC))
+            _mount(sc, None, fd_path(top_fd), None, flags, None, f"remount {dest} read-only")
+        finally:
+            os.close(top_fd)
+
+
+def copy_up(src_fd: int, dst_fd: int, *, keep_mode: bool = True, keep_owner: bool = True) -> None:
+    """Copy the tree of directory ``src_fd`` into directory ``dst_fd``.
+
+    Regular files, directories, symlinks, devices, fifos and sockets keep their mode,
+    owner and timestamps; every name is opened relative to its parent's fd with
+    ``O_NOFOLLOW``, so a symlink in the image is copied, never followed. The top
+    directory gets ``src_fd``'s mode/owner (unless the tmpfs options set them) and times.
+    """
+    top = os.fstat(src_fd)
+    _copy_entries(src_fd, dst_fd)
+    if keep_owner:
+        os.fchown(dst_fd, top.st_uid, top.st_gid)
+    if keep_mode:  # after chown(2), which drops the set-user/group-ID bits
+        os.fchmod(dst_fd, stat.S_IMODE(top.st_mode))
+    os.utime(dst_fd, ns=(top.st_atime_ns, top.st_mtime_ns))
+
+
+_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_entries(src_fd: int, dst_fd: int) -> None:
+    for name in os.listdir(src_fd):
+        info = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        mode = info.st_mode
+        times = (info.st_atime_ns, info.st_mtime_ns)
+        if stat.S_ISDIR(mode):
+            os.mkdir(name, 0o700, dir_fd=dst_fd)
+            child_src = os.open(name, _DIR_READ, dir_fd=src_fd)
+            try:
+                child_dst = os.open(name, _DIR_READ, dir_fd=dst_fd)
+                try:
+                    _copy_entries(child_src, child_dst)
+                    _set_attributes(child_dst, info)
+                    os.utime(child_dst, ns=times)  # last: filling it changed its mtime
+                finally:
+                    os.close(child_dst)
+            finally:
+                os.close(child_src)
+        elif stat.S_ISREG(mode):
+            source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                target = os.open(name, flags, 0o600, dir_fd=dst_fd)
+                try:
+                    _copy_data(source, target, info.st_size)
+                    _set_attributes(target, info)
+                    os.utime(target, ns=times)
+                finally:
+                    os.close(target)
+            finally:
+                os.close(source)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(name, dir_fd=src_fd), name, dir_fd=dst_fd)
+            os.chown(name, info.st_uid, info.st_gid, dir_fd=dst_fd, follow_symlinks=False)
+            os.utime(name, ns=times, dir_fd=dst_fd, follow_symlinks=False)
+        else:  # devices, fifos, sockets: mknod(2) makes each of them
+            os.mknod(name, mode, info.st_rdev, dir_fd=dst_fd)
+            os.chown(name, info.st_uid, info.st_gid, dir_fd=dst_fd, follow_symlinks=False)
+            os.chmod(name, stat.S_IMODE(mode), dir_fd=dst_fd)
+            os.utime(name, ns=times, dir_fd=dst_fd, follow_symlinks=False)
+
+
+def _set_attributes(fd: int, info: os.stat_result) -> None:
+    os.fchown(fd, info.st_uid, info.st_gid)
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after chown(2), which drops setuid bits
+
+
+def _copy_data(source: int, target: int, size: int) -> None:
+    """copy_file_range(2) in the kernel; a plain read/write loop where it is refused."""
+    copied = 0
+    try:
+        while copied < size:
+            count = os.copy_file_range(source, target, size - copied)
+            if count == 0:
+                break
+            copied += count
+        return
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    os.lseek(source, copied, os.SEEK_SET)
+    os.lseek(target, copied, os.SEEK_SET)
+    while chunk := os.read(source, 1 << 20):
+        os.write(target, chunk)
 
 
 def _mount(
