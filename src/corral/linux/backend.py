@@ -21,6 +21,7 @@ from corral.backend import Backend, CreatedInit
 from corral.core import fastos, handshake
 from corral.core.procinfo import kill_and_reap
 from corral.errors import ConfigError, CreateError
+from corral.linux.netdevices import REQUEST as NET_DEVICES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class LinuxBackend(Backend):
                 {
                     handshake.HOOKS: lambda: _run_runtime_hooks(request, pid),
                     handshake.TIME_OFFSETS: lambda: _write_time_offsets(request, pid),
+                    NET_DEVICES: lambda: _move_net_devices(request, pid),
                 },
             )
             if answer.get("ready") is not True:
@@ -231,3 +233,11 @@ def _write_time_offsets(request: CreateRequest, pid: int) -> None:
     from corral.linux.timens import write_time_offsets
 
     write_time_offsets(request.spec, pid)
+
+
+def _move_net_devices(request: CreateRequest, pid: int) -> None:
+    """linux.netDevices: the init's network namespace exists; the interfaces are in
+    the runtime's, so the parent moves them (corral.linux.netdevices)."""
+    from corral.linux.netdevices import apply_net_devices
+
+    apply_net_devices(request.spec, pid)

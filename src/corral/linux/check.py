@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 NOT_YET = {
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
-    "linux.netDevices": "issue 4",
     "linux.intelRdt": "issue 4",
     "linux.cgroupsPath": "cgroups come with issue 5",
     "linux.resources": "cgroups come with issue 5",
@@ -94,6 +93,10 @@ def check_config(request: CreateRequest) -> None:
 
     check_user_namespace(spec)
     check_idmapped_mounts(spec)
+    from corral.linux import netdevices
+
+    netdevices.check_net_devices(spec)
+    netdevices.check_host_devices(spec)
     from corral.linux import devices, lsm, mempolicy, personality, scheduling, timens
 
     devices.check_devices(spec)

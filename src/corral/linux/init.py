@@ -9,7 +9,8 @@ into a module that does one thing; the order is the contract (runc's, and the sp
 
 1. :func:`_detach` - the process itself: non-dumpable, new session, session keyring;
 2. :func:`_enter_namespaces` - ``setns`` for namespaces given by path, ``unshare`` for
-   the new ones; then an ``O_PATH`` fd of the state directory;
+   the new ones; the ``net-devices`` request (the parent moves ``linux.netDevices``
+   into the new network namespace); then an ``O_PATH`` fd of the state directory;
 3. :func:`_build_rootfs` - mounts and devices, still with the host's paths in view;
    then the create hooks (below); then ``pivot_root``;
 4. :func:`_configure_container` - inside the new root: hostname, sysctls, a missing
@@ -193,6 +194,12 @@ def _prepare(
             else None
         ),
     )
+    from corral.linux import netdevices
+
+    if netdevices.net_devices(spec):
+        # The parent moves linux.netDevices in now that the network namespace exists:
+        # the interfaces are in the host's, which this process has left.
+        ask_parent(netdevices.REQUEST)
     # Keep a handle on the state directory: after pivot_root its path is gone, but the
     # fifo is still reachable through this fd. It is close-on-exec and closed before exec.
     if state_fd < 0:
