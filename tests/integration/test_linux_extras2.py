@@ -112,3 +112,20 @@ def test_missing_net_device_is_refused(corral: Corral, make_bundle: Callable[...
     result = corral("run", "--bundle", str(make_bundle(["true"], edit=edit)), "t-nd", check=False)
     assert result.returncode != 0
     assert "linux.netDevices.corral-none0" in result.stderr
+
+
+def test_intel_rdt_without_resctrl_is_refused(
+    corral: Corral, make_bundle: Callable[..., Path]
+) -> None:
+    from corral.linux.intelrdt import find_resctrl
+
+    if find_resctrl():
+        pytest.skip("resctrl is mounted here: the refusal cannot be seen")
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["linux"]["intelRdt"] = {"closID": "corral-test", "schemata": ["L3:0=f"]}
+
+    result = corral("run", "--bundle", str(make_bundle(["true"], edit=edit)), "t-rdt", check=False)
+    assert result.returncode != 0
+    assert "linux.intelRdt" in result.stderr
+    assert "resctrl" in result.stderr

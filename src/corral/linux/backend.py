@@ -132,6 +132,7 @@ class LinuxBackend(Backend):
                     os.close(console_fd)
                 for fd in ns_fds.values():
                     os.close(fd)
+        rdt_groups: list[str] = []
         try:
             answer = handshake.serve_requests(
                 read_fd,
@@ -150,6 +151,11 @@ class LinuxBackend(Backend):
             start_time = read_start_time(pid)
             if start_time is None:
                 raise CreateError("container init exited during setup")
+            if spec.raw.get("linux", {}).get("intelRdt") is not None:
+                from corral.linux.intelrdt import apply_intel_rdt
+
+                # The init is ready and waits for start: it and its children go in.
+                rdt_groups = apply_intel_rdt(spec, request.container_id, pid)
         except BaseException:
             # Also on KeyboardInterrupt in a program using the API: the init must not
             # be left waiting for an answer that will not come.
@@ -157,7 +163,9 @@ class LinuxBackend(Backend):
             os.close(commit_write)
             kill_and_reap(pid)
             raise
-        extra = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
+        extra: dict[str, object] = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
+        if rdt_groups:
+            extra["intelRdtGroups"] = rdt_groups  # removed on delete (config-linux.md)
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
 
     def commit(self, init: CreatedInit) -> None:
@@ -173,7 +181,11 @@ class LinuxBackend(Backend):
     def destroy(self, record: Record) -> None:
         # Every mount lives in the container's own mount namespace and goes with it;
         # cgroups (issue 5) will add work here. The poststop hooks are the core's.
-        return None
+        groups = record.extra.get("intelRdtGroups")
+        if isinstance(groups, list):
+            from corral.linux.intelrdt import remove_intel_rdt
+
+            remove_intel_rdt([str(path) for path in groups])
 
 
 def _run_runtime_hooks(request: CreateRequest, init_pid: int) -> None:

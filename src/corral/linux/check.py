@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 NOT_YET = {
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
-    "linux.intelRdt": "issue 4",
     "linux.cgroupsPath": "cgroups come with issue 5",
     "linux.resources": "cgroups come with issue 5",
     "linux.seccomp": "seccomp comes with issue 6",
@@ -97,6 +96,10 @@ def check_config(request: CreateRequest) -> None:
 
     netdevices.check_net_devices(spec)
     netdevices.check_host_devices(spec)
+    from corral.linux import intelrdt
+
+    intelrdt.check_intel_rdt(spec)
+    intelrdt.check_resctrl_host(spec)
     from corral.linux import devices, lsm, mempolicy, personality, scheduling, timens
 
     devices.check_devices(spec)
