@@ -42,6 +42,7 @@ CONTINUE = b"c"  # the parent did what a request asked; the child goes on
 COMMITTED = b"1"  # the container is recorded; the child may outlive the parent
 HOOKS = "hooks"  # request: run the runtime-namespace create hooks (prestart, createRuntime)
 TIME_OFFSETS = "time-offsets"  # request: write the time namespace's offsets (user ns only)
+NET_DEVICES = "net-devices"  # request: move linux.netDevices into the new network namespace
 
 
 def read_answer(fd: int) -> dict[str, object]:

@@ -21,7 +21,6 @@ from corral.backend import Backend, CreatedInit
 from corral.core import fastos, handshake
 from corral.core.procinfo import kill_and_reap
 from corral.errors import ConfigError, CreateError
-from corral.linux.netdevices import REQUEST as NET_DEVICES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
     from corral.backend import CreateRequest
     from corral.core.state import Record
-    from corral.spec.model import Namespace
+    from corral.spec.model import Namespace, Spec
 
 
 class LinuxBackend(Backend):
@@ -97,9 +96,11 @@ class LinuxBackend(Backend):
                 for fd in [*ns_fds.values(), *trees.values()]:
                     os.close(fd)
         else:
-            from corral.linux import idmap as idmap_
+            trees2: dict[int, int] = {}
+            if _wants_idmapped_mounts(spec):
+                from corral.linux import idmap as idmap_
 
-            trees2 = idmap_.prepare_idmapped_mounts(sc, spec, request.bundle)
+                trees2 = idmap_.prepare_idmapped_mounts(sc, spec, request.bundle)
             try:
                 if pid_ns is not None and pid_ns.path:
                     sc.setns(ns_fds.pop("pid"), sc_.CLONE_NEWPID, pid_ns.path)
@@ -140,7 +141,7 @@ class LinuxBackend(Backend):
                 {
                     handshake.HOOKS: lambda: _run_runtime_hooks(request, pid),
                     handshake.TIME_OFFSETS: lambda: _write_time_offsets(request, pid),
-                    NET_DEVICES: lambda: _move_net_devices(request, pid),
+                    handshake.NET_DEVICES: lambda: _move_net_devices(request, pid),
                 },
             )
             if answer.get("ready") is not True:
@@ -253,3 +254,11 @@ def _move_net_devices(request: CreateRequest, pid: int) -> None:
     from corral.linux.netdevices import apply_net_devices
 
     apply_net_devices(request.spec, pid)
+
+
+def _wants_idmapped_mounts(spec: Spec) -> bool:
+    """Whether any mount is idmapped (corral.linux.idmap is imported only then)."""
+    return any({"idmap", "ridmap"} & set(mount.options) for mount in spec.mounts) or any(
+        isinstance(raw, dict) and bool(raw.get("uidMappings") or raw.get("gidMappings"))
+        for raw in spec.raw.get("mounts") or []
+    )

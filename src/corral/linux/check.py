@@ -87,30 +87,68 @@ def check_config(request: CreateRequest) -> None:
     check_unsupported(spec)
     check_namespaces(spec)
     check_mounts(spec, request.bundle)
-    from corral.linux.idmap import check_idmapped_mounts
-    from corral.linux.userns import check_user_namespace
-
-    check_user_namespace(spec)
-    check_idmapped_mounts(spec)
-    from corral.linux import netdevices
-
-    netdevices.check_net_devices(spec)
-    netdevices.check_host_devices(spec)
-    from corral.linux import intelrdt
-
-    intelrdt.check_intel_rdt(spec)
-    intelrdt.check_resctrl_host(spec)
-    from corral.linux import devices, lsm, mempolicy, personality, scheduling, timens
-
-    devices.check_devices(spec)
-    personality.check_personality(spec)
-    scheduling.check_scheduling(spec)
-    mempolicy.check_memory_policy(spec)
-    timens.check_time_namespace(spec)
-    lsm.check_lsm(spec)
-    lsm.check_lsm_host(spec)
+    _check_optional_features(request)
     check_process(spec)
-    from corral.linux.terminal import check_terminal
+    if _wanted(spec, "process.terminal") or request.console_socket:
+        from corral.linux.terminal import check_terminal
 
-    # `create` always detaches; `run` checks its foreground rules itself (core.run).
-    check_terminal(spec, request.console_socket, True)
+        # `create` always detaches; `run` checks its foreground rules itself (core.run).
+        check_terminal(spec, request.console_socket, True)
+
+
+def _wanted(spec: Spec, *paths: str) -> bool:
+    return any(_is_set(_lookup(spec.raw, path)) for path in paths)
+
+
+def _check_optional_features(request: CreateRequest) -> None:
+    """The checks of the less common fields, each imported only when the config uses it:
+    every module imported here is paid for by every ``create`` (docs/performance.md)."""
+    spec = request.spec
+    assert spec.linux is not None
+    types = {ns.type for ns in spec.linux.namespaces}
+    if "user" in types or _wanted(spec, "linux.uidMappings", "linux.gidMappings"):
+        from corral.linux.userns import check_user_namespace
+
+        check_user_namespace(spec)
+    if any(
+        isinstance(m, dict) and (m.get("uidMappings") or m.get("gidMappings"))
+        for m in spec.raw.get("mounts") or []
+    ) or any({"idmap", "ridmap"} & set(m.options) for m in spec.mounts):
+        from corral.linux.idmap import check_idmapped_mounts
+
+        check_idmapped_mounts(spec)
+    if _wanted(spec, "linux.netDevices"):
+        from corral.linux import netdevices
+
+        netdevices.check_net_devices(spec)
+        netdevices.check_host_devices(spec)
+    if _wanted(spec, "linux.intelRdt"):
+        from corral.linux import intelrdt
+
+        intelrdt.check_intel_rdt(spec)
+        intelrdt.check_resctrl_host(spec)
+    if _wanted(spec, "linux.devices"):
+        from corral.linux import devices
+
+        devices.check_devices(spec)
+    if _wanted(spec, "linux.personality"):
+        from corral.linux import personality
+
+        personality.check_personality(spec)
+    if _wanted(spec, "process.scheduler", "process.ioPriority", "process.execCPUAffinity"):
+        from corral.linux import scheduling
+
+        scheduling.check_scheduling(spec)
+    if _wanted(spec, "linux.memoryPolicy"):
+        from corral.linux import mempolicy
+
+        mempolicy.check_memory_policy(spec)
+    if "time" in types or _wanted(spec, "linux.timeOffsets"):
+        from corral.linux import timens
+
+        timens.check_time_namespace(spec)
+    if _wanted(spec, "process.apparmorProfile", "process.selinuxLabel", "linux.mountLabel"):
+        from corral.linux import lsm
+
+        lsm.check_lsm(spec)
+        lsm.check_lsm_host(spec)

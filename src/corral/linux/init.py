@@ -134,16 +134,10 @@ def _preload(spec: Spec) -> None:
     corral) is gone. A step added after ``enter_rootfs`` adds its modules here."""
     import resource  # noqa: F401 - used by Syscalls.prlimit
 
-    from corral.linux import (  # noqa: F401
-        credentials,
-        lsm,
-        mempolicy,
-        personality,
-        rlimits,
-        rootfs,
-        scheduling,
-        sysctl,
-    )
+    from corral.linux import credentials, rlimits, rootfs, sysctl  # noqa: F401
+
+    for module in _optional_process_modules(spec):
+        __import__(f"corral.linux.{module}")
 
     if spec.process is not None and spec.process.terminal:
         from corral.linux import terminal  # noqa: F401 - loads fcntl, struct, termios
@@ -181,22 +175,23 @@ def _prepare(
         _enter_namespaces(sc, namespaces_for_init(spec.linux.namespaces), {})
     else:
         _enter_namespaces(sc, spec.linux.namespaces, ns_fds)
-    from corral.linux import timens
+    if spec.linux.namespace("time") is not None:
+        from corral.linux import timens
 
-    # Before anything forks: time namespaces, like pid ones, apply to children (after a
-    # setns for the caller). In a user namespace only the parent may write the offsets.
-    timens.enter_time_namespace(
-        sc,
-        spec,
-        write_offsets=(
-            (lambda: ask_parent(handshake.TIME_OFFSETS))
-            if spec.linux.namespace("user") is not None
-            else None
-        ),
-    )
-    from corral.linux import netdevices
+        # Before anything forks: time namespaces, like pid ones, apply to children (after
+        # a setns for the caller). In a user namespace only the parent writes the offsets.
+        timens.enter_time_namespace(
+            sc,
+            spec,
+            write_offsets=(
+                (lambda: ask_parent(handshake.TIME_OFFSETS))
+                if spec.linux.namespace("user") is not None
+                else None
+            ),
+        )
+    if (spec.raw.get("linux") or {}).get("netDevices"):
+        from corral.linux import netdevices
 
-    if netdevices.net_devices(spec):
         # The parent moves linux.netDevices in now that the network namespace exists:
         # the interfaces are in the host's, which this process has left.
         ask_parent(netdevices.REQUEST)
@@ -258,24 +253,55 @@ def _configure_container(sc: Syscalls, spec: Spec, console_fd: int) -> None:
             sc, console_fd, terminal.console_size(spec), owner=(user.uid, user.gid)
         )
     rootfs.finish_rootfs(sc, spec)
-    from corral.linux import lsm
+    if (spec.raw.get("process") or {}).get("apparmorProfile"):
+        from corral.linux import lsm
 
-    lsm.apply_apparmor_profile(sc, spec)  # needs the container's /proc; before no_new_privs
+        lsm.apply_apparmor_profile(sc, spec)  # needs the container's /proc; before nnp
+
+
+def _optional_process_modules(spec: Spec) -> list[str]:
+    """The modules of the less common process settings this config uses (each import
+    is paid for by every ``create``, so none is imported for nothing)."""
+    raw_process = spec.raw.get("process") or {}
+    raw_linux = spec.raw.get("linux") or {}
+    wanted = []
+    if raw_process.get("scheduler") or raw_process.get("ioPriority"):
+        wanted.append("scheduling")
+    if raw_linux.get("personality"):
+        wanted.append("personality")
+    if raw_linux.get("memoryPolicy"):
+        wanted.append("mempolicy")
+    if raw_process.get("apparmorProfile") or raw_process.get("selinuxLabel"):
+        wanted.append("lsm")
+    return wanted
 
 
 def _configure_process(sc: Syscalls, spec: Spec) -> None:
     """The process's own attributes; the identity last, as it takes privileges away."""
-    from corral.linux import credentials, lsm, mempolicy, personality, rlimits, scheduling, sysctl
+    from corral.linux import credentials, rlimits, sysctl
 
     assert spec.process is not None
     rlimits.apply_rlimits(sc, spec.process.rlimits)
     sysctl.apply_oom_score_adj(spec.process.oom_score_adj)
     # runc's order, before the credentials take CAP_SYS_NICE and the rest away.
-    scheduling.apply_scheduler(sc, spec)
-    scheduling.apply_io_priority(sc, spec)
-    personality.apply_personality(sc, spec)
-    mempolicy.apply_memory_policy(sc, spec)
-    lsm.apply_selinux_label(sc, spec)
+    optional = _optional_process_modules(spec)
+    if "scheduling" in optional:
+        from corral.linux import scheduling
+
+        scheduling.apply_scheduler(sc, spec)
+        scheduling.apply_io_priority(sc, spec)
+    if "personality" in optional:
+        from corral.linux import personality
+
+        personality.apply_personality(sc, spec)
+    if "mempolicy" in optional:
+        from corral.linux import mempolicy
+
+        mempolicy.apply_memory_policy(sc, spec)
+    if "lsm" in optional:
+        from corral.linux import lsm
+
+        lsm.apply_selinux_label(sc, spec)
     credentials.apply_credentials(sc, spec.process)
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 
+from corral.core import handshake
 from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from corral.spec.model import Spec
 
-REQUEST = "net-devices"  # the handshake request the init sends once its netns exists
+REQUEST = handshake.NET_DEVICES  # the request the init sends once its netns exists
 IFNAMSIZ = 16  # <linux/if.h>, with the terminating NUL
 _FIELD = "linux.netDevices"
 
