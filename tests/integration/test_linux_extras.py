@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import requires_root
@@ -81,3 +83,37 @@ def test_mount_label_without_selinux_is_refused(run_inside: RunInside) -> None:
     result = run_inside("true", edit=edit, check=False)
     assert result.returncode != 0
     assert result.stderr.startswith("corral: config.json: linux.mountLabel")
+
+
+def test_io_priority(run_inside: RunInside) -> None:
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_BE", "priority": 6}
+
+    out = run_inside("ionice -p $$", edit=edit).stdout
+    assert "best-effort" in out
+    assert "6" in out
+
+
+def test_idmapped_bind_mount(run_inside: RunInside, tmp_path: Any) -> None:
+    shared = tmp_path / "idmapped"
+    shared.mkdir()
+    (shared / "owned").write_text("x")
+    os.chown(shared / "owned", 1000, 1000)
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["mounts"].append(
+            {
+                "destination": "/idm",
+                "type": "bind",
+                "source": str(shared),
+                "options": ["bind", "idmap"],
+                "uidMappings": [{"containerID": 1000, "hostID": 0, "size": 1}],
+                "gidMappings": [{"containerID": 1000, "hostID": 0, "size": 1}],
+            }
+        )
+
+    result = run_inside("stat -c '%u %g' /idm/owned", edit=edit, check=False)
+    if result.returncode != 0 and "not supported" in result.stderr.lower():
+        pytest.skip(f"this kernel or filesystem refuses idmapped mounts: {result.stderr}")
+    assert result.stdout.strip() == "0 0"
+    assert os.stat(shared / "owned").st_uid == 1000  # the host's view is unchanged
