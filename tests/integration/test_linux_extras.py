@@ -117,3 +117,15 @@ def test_idmapped_bind_mount(run_inside: RunInside, tmp_path: Any) -> None:
         pytest.skip(f"this kernel or filesystem refuses idmapped mounts: {result.stderr}")
     assert result.stdout.strip() == "0 0"
     assert os.stat(shared / "owned").st_uid == 1000  # the host's view is unchanged
+
+
+def test_memory_policy(run_inside: RunInside) -> None:
+    if not os.path.exists("/proc/self/numa_maps"):
+        pytest.skip("this kernel has no NUMA support (no /proc/self/numa_maps)")
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["linux"]["memoryPolicy"] = {"mode": "MPOL_BIND", "nodes": "0"}
+
+    result = run_inside("head -n 3 /proc/self/numa_maps", edit=edit, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "bind:0" in result.stdout
