@@ -20,10 +20,11 @@ from corral.linux.rlimits import apply_rlimits
 from corral.linux.syscalls import CLONE_NEWIPC, CLONE_NEWNS, MS_PRIVATE, MS_REC, Syscalls
 from corral.linux.sysctl import apply_oom_score_adj, apply_sysctl
 from corral.spec.model import Capabilities, Process, Rlimit, User
+from support.forked import in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 pytestmark = [
     pytest.mark.root,
@@ -57,28 +58,6 @@ def make_process(
         no_new_privileges=nnp,
         oom_score_adj=None,
     )
-
-
-def in_child(body: Callable[[], str]) -> str:
-    """Run ``body`` in a forked child; return what it returned, or "ERROR: <message>".
-
-    ``body`` may also exec: whatever the new program writes to stdout is returned.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.dup2(write_fd, 1)
-            os.write(1, body().encode())
-        except BaseException as error:
-            os.write(1, f"ERROR: {error}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        output = f.read()
-    os.waitpid(pid, 0)
-    return output
 
 
 def read_status() -> str:

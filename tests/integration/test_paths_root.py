@@ -25,15 +25,15 @@ from corral.linux.syscalls import (
     CLONE_NEWNS,
     MS_REC,
     MS_SHARED,
-    MS_SLAVE,
     NAMESPACE_FLAGS,
     Syscalls,
 )
 from corral.spec.model import Spec, parse_config
+from support.forked import in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 BUSYBOX = "/bin/busybox"
 pytestmark = [
@@ -41,30 +41,6 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="Linux mount namespaces"),
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root"),
 ]
-
-
-def in_child(body: Callable[[], str], unshare: int = 0) -> str:
-    """Run ``body`` in a forked child (after unshare); return its output or "ERROR: ..."."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            os.dup2(write_fd, 1)
-            if unshare:
-                sc = Syscalls()
-                sc.unshare(unshare)
-                sc.mount(None, "/", None, MS_SLAVE | MS_REC, None)
-            os.write(1, body().encode())
-        except BaseException as error:
-            os.write(1, f"ERROR: {error}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        output = f.read()
-    os.waitpid(pid, 0)
-    return output
 
 
 def host_mounts() -> list[str]:

@@ -21,12 +21,13 @@ import pytest
 from corral.errors import ConfigError, CreateError
 from corral.linux import lsm, mempolicy, personality, scheduling, timens
 from corral.linux.devices import create_config_devices
-from corral.linux.syscalls import CLONE_NEWNS, MS_REC, MS_SLAVE, Syscalls
+from corral.linux.syscalls import CLONE_NEWNS, Syscalls
 from corral.spec.model import Spec, parse_config
+from support.forked import in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 BUSYBOX = "/bin/busybox"
 pytestmark = [
@@ -34,33 +35,6 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="Linux process settings"),
     pytest.mark.skipif(os.geteuid() != 0, reason="mknod, real-time policies and setns need root"),
 ]
-
-
-def in_child(body: Callable[[], str | None], unshare: int = 0) -> str:
-    """Run ``body`` in a forked child; its stdout (or what it returns), or "ERROR: ...".
-
-    ``body`` may exec: the program's stdout is the pipe.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            os.dup2(write_fd, 1)
-            if unshare:
-                sc = Syscalls()
-                sc.unshare(unshare)
-                sc.mount(None, "/", None, MS_SLAVE | MS_REC, None)
-            os.write(1, (body() or "").encode())
-        except BaseException as error:
-            os.write(1, f"ERROR: {error}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        output = f.read()
-    os.waitpid(pid, 0)
-    return output
 
 
 def run_busybox(*args: str) -> None:
