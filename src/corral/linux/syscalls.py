@@ -102,9 +102,17 @@ RESOLVE_IN_ROOT = 0x10
 
 # x86_64 and aarch64 syscall numbers for calls glibc 2.36 has no wrapper for.
 _SYSCALL_NUMBERS = {
-    "x86_64": {"pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126},
-    "aarch64": {"pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91},
-}
+    "x86_64": {
+        "pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126,
+        "sched_setattr": 314, "ioprio_set": 251, "ioprio_get": 252, "set_mempolicy": 238,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+    },
+    "aarch64": {
+        "pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91,
+        "sched_setattr": 274, "ioprio_set": 30, "ioprio_get": 31, "set_mempolicy": 237,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+    },
+}  # fmt: skip
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -275,7 +283,12 @@ class Syscalls:
     def mount_setattr(
         self, dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int
     ) -> None:
-        """mount_setattr(2), Linux 5.12: syscall 442 on every architecture but alpha."""
+        """mount_setattr(2), Linux 5.12."""
+        self._mount_setattr(dirfd, path, flags, attr_set, attr_clr, 0)
+
+    def _mount_setattr(
+        self, dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int, userns_fd: int
+    ) -> None:
         import ctypes as c
 
         class MountAttr(c.Structure):
@@ -286,12 +299,10 @@ class Syscalls:
                 ("userns_fd", c.c_uint64),
             )
 
-        attr = MountAttr(attr_set, attr_clr, 0, 0)
-        fn = self._libc.syscall
-        fn.restype = c.c_long
-        result = int(
-            fn(c.c_long(442), c.c_int(dirfd), self._b(path), c.c_uint(flags), c.byref(attr),
-               c.c_size_t(c.sizeof(attr)))
+        attr = MountAttr(attr_set, attr_clr, 0, userns_fd)
+        result = self._syscall(
+            "mount_setattr", c.c_int(dirfd), self._b(path), c.c_uint(flags), c.byref(attr),
+            c.c_size_t(c.sizeof(attr)),
         )  # fmt: skip
         self._check(result, "mount_setattr", path)
 
@@ -299,22 +310,6 @@ class Syscalls:
         os.chroot(path)
 
     # -- devices, scheduling, memory policy, personality, LSM checks --------------------
-
-    def _process_syscall(self, name: str, *args: object) -> int:
-        # Calls glibc 2.36 has no wrapper for: (x86_64, aarch64) numbers.
-        numbers = {
-            "sched_setattr": (314, 274),
-            "ioprio_set": (251, 30),
-            "ioprio_get": (252, 31),
-            "set_mempolicy": (238, 237),
-        }[name]
-        machine = os.uname().machine
-        if machine not in ("x86_64", "aarch64"):
-            raise OSError(38, f"{name}: not known on {machine}")
-        fn = self._libc.syscall
-        fn.restype = self._ctypes.c_long
-        number = numbers[0] if machine == "x86_64" else numbers[1]
-        return int(fn(self._ctypes.c_long(number), *args))
 
     def mknodat(self, dirfd: int, name: str, mode: int, device: int) -> None:
         """mknodat(2) in a directory fd (an O_PATH one will do): no path walk to redirect."""
@@ -356,17 +351,17 @@ class Syscalls:
 
         attr = SchedAttr(c.sizeof(SchedAttr), policy, flags, nice, priority, runtime,
                          deadline, period)  # fmt: skip
-        result = self._process_syscall("sched_setattr", c.c_int(0), c.byref(attr), c.c_uint(0))
+        result = self._syscall("sched_setattr", c.c_int(0), c.byref(attr), c.c_uint(0))
         self._check(result, "sched_setattr", str(policy))
 
     def ioprio_set(self, which: int, who: int, ioprio: int) -> None:
         c = self._ctypes
-        result = self._process_syscall("ioprio_set", c.c_int(which), c.c_int(who), c.c_int(ioprio))
+        result = self._syscall("ioprio_set", c.c_int(which), c.c_int(who), c.c_int(ioprio))
         self._check(result, "ioprio_set", hex(ioprio))
 
     def ioprio_get(self, which: int, who: int) -> int:
         c = self._ctypes
-        result = self._process_syscall("ioprio_get", c.c_int(which), c.c_int(who))
+        result = self._syscall("ioprio_get", c.c_int(which), c.c_int(who))
         return self._check(result, "ioprio_get", str(who))
 
     def sched_setaffinity(self, cpus: set[int]) -> None:
@@ -387,7 +382,7 @@ class Syscalls:
         # The kernel reads maxnode - 1 bits (a historical off-by-one in get_nodes()).
         maxnode = words * bits + 1 if nodes else 0
         pointer = mask if nodes else None
-        result = self._process_syscall("set_mempolicy", c.c_int(mode), pointer, c.c_ulong(maxnode))
+        result = self._syscall("set_mempolicy", c.c_int(mode), pointer, c.c_ulong(maxnode))
         self._check(result, "set_mempolicy", hex(mode))
 
     def fstatfs_type(self, fd: int) -> int:
@@ -401,47 +396,26 @@ class Syscalls:
     # -- idmapped mounts (corral.linux.idmap) ----------------------------------------------
 
     def open_tree(self, dirfd: int, path: str, flags: int) -> int:
-        """open_tree(2), Linux 5.2: syscall 428 on every architecture but alpha.
+        """open_tree(2), Linux 5.2.
 
         With OPEN_TREE_CLONE the fd holds a detached copy of the mount at ``path``.
         """
         c = self._ctypes
-        fn = self._libc.syscall
-        fn.restype = c.c_long
-        result = int(fn(c.c_long(428), c.c_int(dirfd), self._b(path), c.c_uint(flags)))
+        result = self._syscall("open_tree", c.c_int(dirfd), self._b(path), c.c_uint(flags))
         return self._check(result, "open_tree", path)
 
     def move_mount(
         self, from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int
     ) -> None:
-        """move_mount(2), Linux 5.2: syscall 429 on every architecture but alpha."""
+        """move_mount(2), Linux 5.2."""
         c = self._ctypes
-        fn = self._libc.syscall
-        fn.restype = c.c_long
-        result = int(
-            fn(c.c_long(429), c.c_int(from_dirfd), self._b(from_path), c.c_int(to_dirfd),
-               self._b(to_path), c.c_uint(flags))
+        result = self._syscall(
+            "move_mount", c.c_int(from_dirfd), self._b(from_path), c.c_int(to_dirfd),
+            self._b(to_path), c.c_uint(flags),
         )  # fmt: skip
         self._check(result, "move_mount", to_path or from_path)
 
     def mount_setattr_idmap(self, dirfd: int, path: str, flags: int, userns_fd: int) -> None:
         """mount_setattr(2) setting MOUNT_ATTR_IDMAP (0x100000) with the user namespace
         ``userns_fd`` as the mount's idmapping (Linux 5.12)."""
-        import ctypes as c
-
-        class MountAttr(c.Structure):
-            _fields_ = (
-                ("attr_set", c.c_uint64),
-                ("attr_clr", c.c_uint64),
-                ("propagation", c.c_uint64),
-                ("userns_fd", c.c_uint64),
-            )
-
-        attr = MountAttr(0x100000, 0, 0, userns_fd)
-        fn = self._libc.syscall
-        fn.restype = c.c_long
-        result = int(
-            fn(c.c_long(442), c.c_int(dirfd), self._b(path), c.c_uint(flags), c.byref(attr),
-               c.c_size_t(c.sizeof(attr)))
-        )  # fmt: skip
-        self._check(result, "mount_setattr", path)
+        self._mount_setattr(dirfd, path, flags, 0x100000, 0, userns_fd)
