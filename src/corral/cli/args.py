@@ -13,7 +13,7 @@ from corral.errors import UsageError
 
 
 class Flag:
-    __slots__ = ("default", "dest", "help", "names", "takes_value")
+    __slots__ = ("default", "dest", "help", "names", "repeat", "takes_value")
 
     def __init__(
         self,
@@ -22,11 +22,14 @@ class Flag:
         value: bool = False,
         default: object = None,
         help: str = "",
+        repeat: bool = False,
     ) -> None:
         self.names = tuple(names.split(","))
         self.dest = self.names[0].replace("-", "_")
-        self.takes_value = value
-        self.default = default if default is not None else ("" if value else False)
+        # A repeatable flag (``--env A=1 --env B=2``) collects its values in a list.
+        self.repeat = repeat
+        self.takes_value = value or repeat
+        self.default = default if default is not None else ("" if self.takes_value else False)
         self.help = help
 
 
@@ -55,11 +58,14 @@ class Command:
 class Parsed:
     """Parsed flags (``values``) and positional arguments (``args``)."""
 
-    __slots__ = ("args", "values")
+    __slots__ = ("args", "seen", "values")
 
-    def __init__(self, values: dict[str, object], args: list[str]) -> None:
+    def __init__(
+        self, values: dict[str, object], args: list[str], seen: set[str] | None = None
+    ) -> None:
         self.values = values
         self.args = args
+        self.seen = seen if seen is not None else set()
 
     def text(self, name: str) -> str:
         return str(self.values[name])
@@ -71,6 +77,15 @@ class Parsed:
         value = self.values[name]
         return value if isinstance(value, int) else int(str(value))
 
+    def texts(self, name: str) -> list[str]:
+        """Every value of a repeatable flag, in the order given."""
+        value = self.values[name]
+        return [str(item) for item in value] if isinstance(value, list) else []
+
+    def given(self, name: str) -> bool:
+        """Whether the flag was on the command line (not just its default)."""
+        return name in self.seen
+
 
 def parse(
     argv: list[str], flags: list[Flag], *, stop_at_first_arg: bool = False, context: str = ""
@@ -80,7 +95,8 @@ def parse(
     With ``stop_at_first_arg`` (the global flags), parsing stops at the subcommand.
     """
     by_name = {name: flag for flag in flags for name in flag.names}
-    values: dict[str, object] = {flag.dest: flag.default for flag in flags}
+    values: dict[str, object] = {flag.dest: [] if flag.repeat else flag.default for flag in flags}
+    seen: set[str] = set()
     args: list[str] = []
     index = 0
     while index < len(argv):
@@ -100,7 +116,17 @@ def parse(
         if flag is None:
             where = f" for {context}" if context else ""
             raise UsageError(f"flag provided but not defined{where}: {item.split('=')[0]}")
-        if flag.takes_value:
+        seen.add(flag.dest)
+        if flag.repeat:
+            if not has_value:
+                if index >= len(argv):
+                    raise UsageError(f"flag needs an argument: {item}")
+                value = argv[index]
+                index += 1
+            collected = values[flag.dest]
+            assert isinstance(collected, list)
+            collected.append(value)
+        elif flag.takes_value:
             if not has_value:
                 if index >= len(argv):
                     raise UsageError(f"flag needs an argument: {item}")
@@ -113,7 +139,7 @@ def parse(
             values[flag.dest] = value.lower() in ("true", "1", "t")
         else:
             values[flag.dest] = True
-    return Parsed(values, args)
+    return Parsed(values, args, seen)
 
 
 def _convert(flag: Flag, value: str, item: str) -> object:

@@ -20,7 +20,8 @@ def _bundle(parsed: Parsed) -> str:
     return parsed.text("bundle") or fastos.getcwd()
 
 
-def cmd_create(root: str, parsed: Parsed) -> int:
+def cmd_create(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     Runtime(root).create(
         parsed.args[0],
         _bundle(parsed),
@@ -42,19 +43,22 @@ def _preserve(parsed: Parsed) -> int:
     return count
 
 
-def cmd_start(root: str, parsed: Parsed) -> int:
+def cmd_start(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     Runtime(root).start(parsed.args[0])
     return 0
 
 
-def cmd_state(root: str, parsed: Parsed) -> int:
+def cmd_state(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     from corral.core import jsonio
 
     sys.stdout.write(jsonio.dumps(Runtime(root).state(parsed.args[0]), indent=2) + "\n")
     return 0
 
 
-def cmd_kill(root: str, parsed: Parsed) -> int:
+def cmd_kill(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     from corral.core.signals import parse_signal
 
     number = parse_signal(parsed.args[1] if len(parsed.args) > 1 else "TERM")
@@ -62,7 +66,8 @@ def cmd_kill(root: str, parsed: Parsed) -> int:
     return 0
 
 
-def cmd_delete(root: str, parsed: Parsed) -> int:
+def cmd_delete(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     from corral.errors import ContainerNotFoundError
 
     try:
@@ -74,7 +79,8 @@ def cmd_delete(root: str, parsed: Parsed) -> int:
     return 0
 
 
-def cmd_run(root: str, parsed: Parsed) -> int:
+def cmd_run(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     from corral.core.run import run_container
 
     return run_container(
@@ -90,7 +96,8 @@ def cmd_run(root: str, parsed: Parsed) -> int:
     )
 
 
-def cmd_list(root: str, parsed: Parsed) -> int:
+def cmd_list(options: Parsed, parsed: Parsed) -> int:
+    root = options.text("root")
     from corral.errors import UsageError
 
     states = Runtime(root).list()

@@ -18,7 +18,7 @@ GLOBAL_FLAGS = [
     Flag("log", value=True, help="append errors (and --debug lines) to this file"),
     Flag("log-format", value=True, default="text", help="text or json"),
     Flag("debug", help="debug output, tracebacks on errors"),
-    Flag("systemd-cgroup", help="use systemd for cgroups (not supported yet)"),
+    Flag("systemd-cgroup", help='systemd cgroup driver; cgroupsPath is "slice:prefix:name"'),
     Flag(
         "rootless", value=True, default="auto", help="ignored: rootless mode is not supported yet"
     ),
@@ -111,6 +111,95 @@ _command(
     0,
     None,
 )
+_command("pause", "corral pause <id>", "suspend every process of the container", [], 1, 1)
+_command("resume", "corral resume <id>", "resume a paused container", [], 1, 1)
+_command(
+    "ps",
+    "corral ps [--format table|json] <id> [ps options]",
+    "list the container's processes",
+    [Flag("format,f", value=True, default="table", help="table or json")],
+    1,
+    None,
+)
+_command(
+    "update",
+    "corral update [--resources FILE|-] [flags] <id>",
+    "change the container's resource limits",
+    [
+        Flag("resources,r", value=True, help="a linux.resources JSON file, or - for stdin"),
+        Flag("blkio-weight", value=True, help="block IO weight, 10 to 1000"),
+        Flag("cpu-period", value=True, help="CPU CFS period (us)"),
+        Flag("cpu-quota", value=True, help="CPU CFS quota (us)"),
+        Flag("cpu-share", value=True, help="CPU shares"),
+        Flag("cpu-rt-period", value=True, help="realtime period (us)"),
+        Flag("cpu-rt-runtime", value=True, help="realtime runtime (us)"),
+        Flag("cpuset-cpus", value=True, help="CPUs to use"),
+        Flag("cpuset-mems", value=True, help="memory nodes to use"),
+        Flag("memory", value=True, help="memory limit (bytes)"),
+        Flag("memory-reservation", value=True, help="memory soft limit (bytes)"),
+        Flag("memory-swap", value=True, help="memory + swap limit (bytes), -1 unlimited"),
+        Flag("pids-limit", value=True, help="maximum number of pids"),
+        Flag("l3-cache-schema", value=True, help="Intel RDT L3 cache schema"),
+        Flag("mem-bw-schema", value=True, help="Intel RDT memory bandwidth schema"),
+    ],
+    1,
+    1,
+)
+_command(
+    "events",
+    "corral events [--stats] [--interval 5s] <id>",
+    "print the container's stats and OOM events as JSON",
+    [
+        Flag("stats", help="print the stats once and exit"),
+        Flag("interval", value=True, default="5s", help="stats interval"),
+    ],
+    1,
+    1,
+)
+_command(
+    "exec",
+    "corral exec [flags] <id> [command [args...]]",
+    "run a new process in a running container",
+    [
+        _CONSOLE,
+        Flag("cwd", value=True, help="working directory in the container"),
+        Flag("env,e", repeat=True, help="set an environment variable (repeatable)"),
+        Flag("tty,t", help="allocate a pseudo-terminal"),
+        Flag("user,u", value=True, help="uid[:gid]"),
+        Flag("additional-gids,g", repeat=True, help="additional gid (repeatable)"),
+        Flag("process,p", value=True, help="a process.json"),
+        Flag("detach,d", help="do not wait for the process"),
+        _PID_FILE,
+        Flag("process-label", value=True, help="SELinux label of the process"),
+        Flag("apparmor", value=True, help="AppArmor profile of the process"),
+        Flag("no-new-privs", help="set no_new_privs"),
+        Flag("cap,c", repeat=True, help="add a capability (repeatable)"),
+        _PRESERVE,
+        Flag("cgroup", repeat=True, help="[controller:]sub-cgroup to run in"),
+        Flag("ignore-paused", help="exec in a paused container"),
+    ],
+    1,
+    None,
+)
+_command(
+    "features",
+    "corral features",
+    "print what this corral supports as JSON (runtime-spec features.md)",
+    [],
+    0,
+    0,
+)
+
+# Commands whose handler lives outside corral.cli.lifecycle.
+_MODULES = {
+    "pause": "cgroup_cmds",
+    "resume": "cgroup_cmds",
+    "ps": "cgroup_cmds",
+    "update": "update_cmd",
+    "events": "events_cmd",
+    "exec": "exec_cmd",
+    "features": "features_cmd",
+}
 
 
 def usage_text() -> str:
@@ -149,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         if options.flag("help") or not options.args:
             sys.stdout.write(usage_text())
             return 0 if options.flag("help") else 1
-        if options.flag("systemd_cgroup"):
-            raise UsageError("--systemd-cgroup: the systemd cgroup driver comes with issue 5")
         name, rest = options.args[0], options.args[1:]
         command = COMMANDS.get(name)
         if command is None:
@@ -206,8 +293,9 @@ def _dispatch(name: str, options: Parsed, parsed: Parsed, logger: object) -> int
         from corral.cli.demo import cmd_demo
 
         return cmd_demo(options, parsed)
-    from corral.cli import lifecycle
+    import importlib
 
-    handler = getattr(lifecycle, "cmd_" + name)
-    result: int = handler(options.text("root"), parsed)
+    module = importlib.import_module("corral.cli." + _MODULES.get(name, "lifecycle"))
+    handler = getattr(module, "cmd_" + name)
+    result: int = handler(options, parsed)
     return result
