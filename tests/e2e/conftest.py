@@ -1,0 +1,210 @@
+"""End-to-end fixtures: corral (or runc) as the runtime of a real containerd and podman.
+
+Every test takes the ``runtime`` fixture, parametrized over the runtimes named in
+``CORRAL_E2E_RUNTIMES`` (default ``corral,runc``), so a failure with corral can be
+compared with the same test passing with runc. Nothing touches the host's own
+containerd or podman state:
+
+- containerd runs privately (its own root, state, socket and an empty config) for the
+  session; ``ctr --runc-binary`` makes its ``io.containerd.runc.v2`` shim call the
+  runtime under test, exactly what a ``BinaryName`` runtime entry in config.toml does.
+- podman runs with its own ``--root``/``--runroot``, a private ``containers.conf``
+  (cgroupfs manager, file events logger, rlimits this sandbox lets a root process set),
+  and ``--runtime <path>``.
+- The image is built here from the host's busybox-static: a one-layer OCI archive
+  written by :func:`corral.image.ociimage.build_oci_image`, imported into both. No
+  registry is needed.
+
+The tests skip (with the reason) when not root or when containerd/podman are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+
+import pytest
+
+from e2e.clients import IMAGE, Ctr, Podman
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+APPLETS = [
+    *("sh", "cat", "echo", "env", "id", "hostname", "ls", "mkdir", "pwd", "sleep"),
+    *("true", "false", "ps", "grep", "head", "wc", "touch", "rm", "cut", "tr"),
+    *("seq", "dd", "kill", "top"),
+]
+
+
+def _runtimes() -> list[str]:
+    return [
+        name for name in os.environ.get("CORRAL_E2E_RUNTIMES", "corral,runc").split(",") if name
+    ]
+
+
+def _skip_reason(*tools: str) -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "end-to-end tests need Linux"
+    if os.geteuid() != 0:
+        return "end-to-end tests need root"
+    if not os.path.exists("/bin/busybox"):
+        return "busybox-static is not installed"
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+@pytest.fixture(params=_runtimes())
+def runtime(request: pytest.FixtureRequest) -> str:
+    """The absolute path of the runtime binary under test."""
+    name: str = request.param
+    if name == "corral":
+        launcher = os.path.join(os.path.dirname(sys.executable), "corral")
+        if not os.access(launcher, os.X_OK):
+            pytest.skip("no installed corral launcher beside this interpreter")
+        return launcher
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def image_archive(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An OCI image archive of busybox-static with the applets the tests use."""
+    from corral.image.ociimage import build_oci_image
+
+    work = tmp_path_factory.mktemp("image")
+    rootfs_tar = work / "rootfs.tar"
+    with tarfile.open(rootfs_tar, "w") as archive:
+        for directory in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "home"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if directory == "tmp" else 0o755
+            archive.addfile(info)
+        archive.add("/bin/busybox", arcname="bin/busybox")
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            archive.addfile(link)
+        for name, text in (
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        ):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            import io
+
+            archive.addfile(info, io.BytesIO(data))
+    output = work / "busybox-oci.tar"
+    name, _, tag = IMAGE.rpartition(":")
+    build_oci_image(str(rootfs_tar), str(output), name=name, tag=tag, arch="amd64", os="linux")
+    return str(output)
+
+
+@pytest.fixture(scope="session")
+def containerd(image_archive: str) -> Iterator[Ctr]:
+    reason = _skip_reason("containerd", "ctr")
+    if reason:
+        pytest.skip(reason)
+    # A short path: the socket's name must fit in sun_path (108 bytes).
+    base = f"/tmp/corral-e2e-ctrd-{uuid.uuid4().hex[:8]}"
+    os.makedirs(base)
+    address = f"{base}/containerd.sock"
+    log = open(f"{base}/containerd.log", "wb")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [
+            "containerd",
+            "--root",
+            f"{base}/root",
+            "--state",
+            f"{base}/state",
+            "--address",
+            address,
+            "--config",
+            "/dev/null",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(100):
+            if os.path.exists(address):
+                break
+            time.sleep(0.05)
+        ctr = Ctr(address)
+        ctr("images", "import", image_archive, timeout=120)
+        yield ctr
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        # The shims outlive containerd only while they have tasks; the tests delete theirs.
+        subprocess.run(["umount", "-R", f"{base}/state"], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def ctr_name() -> str:
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def podman_storage(image_archive: str) -> Iterator[str]:
+    """A private podman storage with the busybox image loaded (shared by both runtimes)."""
+    reason = _skip_reason("podman", "conmon")
+    if reason:
+        pytest.skip(reason)
+    base = f"/tmp/corral-e2e-podman-{uuid.uuid4().hex[:8]}"
+    os.makedirs(f"{base}/tmp")
+    with open(f"{base}/containers.conf", "w") as conf:
+        # This sandbox caps RLIMIT_NOFILE at 20000 and podman's root defaults
+        # (1048576) would fail in any runtime; ask for what a root process may set.
+        conf.write(
+            "[containers]\n"
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            "[engine]\n"
+            'cgroup_manager = "cgroupfs"\n'
+            'events_logger = "file"\n'
+        )
+    loader = Podman(base, "runc")
+    loader("load", "-i", image_archive, timeout=120)
+    try:
+        yield base
+    finally:
+        subprocess.run(
+            Podman(base, "runc").command("rm", "-a", "-f"),
+            env=loader.env(),
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        subprocess.run(
+            Podman(base, "runc").command("system", "reset", "-f"),
+            env=loader.env(),
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def podman(podman_storage: str, runtime: str) -> Podman:
+    return Podman(podman_storage, runtime)
