@@ -105,12 +105,12 @@ _SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126,
         "sched_setattr": 314, "ioprio_set": 251, "ioprio_get": 252, "set_mempolicy": 238,
-        "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321,
     },
     "aarch64": {
         "pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91,
         "sched_setattr": 274, "ioprio_set": 30, "ioprio_get": 31, "set_mempolicy": 237,
-        "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 280,
     },
 }  # fmt: skip
 
@@ -419,3 +419,27 @@ class Syscalls:
         """mount_setattr(2) setting MOUNT_ATTR_IDMAP (0x100000) with the user namespace
         ``userns_fd`` as the mount's idmapping (Linux 5.12)."""
         self._mount_setattr(dirfd, path, flags, 0x100000, 0, userns_fd)
+
+    # -- eBPF (corral.linux.cgroups.devices) ------------------------------------------------
+
+    def bpf(
+        self, command: int, attr: bytearray, pointers: tuple[tuple[int, bytes], ...], what: str
+    ) -> int:
+        """bpf(2) with ``attr`` (a ``union bpf_attr`` built by the caller, updated in place
+        with what the kernel writes back). Each ``(offset, data)`` of ``pointers`` puts the
+        address of a copy of ``data`` at ``offset`` of ``attr`` (an ``__aligned_u64``); a
+        bytearray is passed as is, so the kernel's writes into it are seen by the caller."""
+        c = self._ctypes
+        keep = []  # the buffers must outlive the call
+        for offset, data in pointers:
+            if isinstance(data, bytearray):
+                buffer: ctypes.Array[ctypes.c_char] = (c.c_char * len(data)).from_buffer(data)
+            else:
+                buffer = c.create_string_buffer(data, len(data))
+            keep.append(buffer)
+            # x86_64 and aarch64 (the only machines in _SYSCALL_NUMBERS) are little-endian.
+            attr[offset : offset + 8] = c.addressof(buffer).to_bytes(8, "little")
+        view = (c.c_char * len(attr)).from_buffer(attr)
+        result = self._syscall("bpf", c.c_int(command), view, c.c_uint(len(attr)))
+        del keep
+        return self._check(result, "bpf", what)
