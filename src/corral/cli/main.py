@@ -242,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         command = COMMANDS.get(name)
         if command is None:
             raise UsageError(f"unknown command {name!r}; see corral --help")
-        # exec: flags end at the container id, as with runc, so the command's own flags
-        # (`corral exec c1 sh -c ...`) are not taken for corral's.
-        parsed = parse(rest, command.flags, context=name, stop_at_first_arg=name == "exec")
+        # exec, ps: flags end at the container id, as with runc, so the command's own
+        # flags (`corral exec c1 sh -c ...`, `corral ps c1 -o pid`) are not taken for corral's.
+        parsed = parse(rest, command.flags, context=name, stop_at_first_arg=name in ("exec", "ps"))
         if parsed.flag("help"):
             sys.stdout.write(f"usage: {command.usage}\n\n{command.help}\n")
             return 0
