@@ -106,11 +106,13 @@ _SYSCALL_NUMBERS = {
         "pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126,
         "sched_setattr": 314, "ioprio_set": 251, "ioprio_get": 252, "set_mempolicy": 238,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321,
+        "pidfd_getfd": 438,
     },
     "aarch64": {
         "pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91,
         "sched_setattr": 274, "ioprio_set": 30, "ioprio_get": 31, "set_mempolicy": 237,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 280,
+        "pidfd_getfd": 438,
     },
 }  # fmt: skip
 
@@ -443,3 +445,8 @@ class Syscalls:
         result = self._syscall("bpf", c.c_int(command), view, c.c_uint(len(attr)))
         del keep
         return self._check(result, "bpf", what)
+
+    def pidfd_getfd(self, pidfd: int, target_fd: int) -> int:
+        """A copy of descriptor ``target_fd`` of the process ``pidfd`` refers to
+        (pidfd_getfd(2), Linux 5.6; the copy is close-on-exec)."""
+        return self._check(self._syscall("pidfd_getfd", pidfd, target_fd, 0), "pidfd_getfd")
