@@ -425,7 +425,11 @@ class Syscalls:
     # -- eBPF (corral.linux.cgroups.devices) ------------------------------------------------
 
     def bpf(
-        self, command: int, attr: bytearray, pointers: tuple[tuple[int, bytes], ...], what: str
+        self,
+        command: int,
+        attr: bytearray,
+        pointers: tuple[tuple[int, bytes | bytearray], ...],
+        what: str,
     ) -> int:
         """bpf(2) with ``attr`` (a ``union bpf_attr`` built by the caller, updated in place
         with what the kernel writes back). Each ``(offset, data)`` of ``pointers`` puts the
