@@ -21,7 +21,6 @@ NOT_YET = {
     "process.commandLine": "a Windows field",
     "linux.cgroupsPath": "cgroups come with issue 5",
     "linux.resources": "cgroups come with issue 5",
-    "linux.seccomp": "seccomp comes with issue 6",
     "solaris": "a Solaris section on a Linux host",
     "windows": "a Windows section on a Linux host",
     "vm": "virtual-machine containers are not supported",
@@ -131,6 +130,10 @@ def _check_optional_features(request: CreateRequest) -> None:
         from corral.linux import devices
 
         devices.check_devices(spec)
+    if (spec.raw.get("linux") or {}).get("seccomp") is not None:
+        from corral.linux import seccomp
+
+        seccomp.check_seccomp(spec)  # also: libseccomp installed, flags this kernel has
     if _wanted(spec, "linux.personality"):
         from corral.linux import personality
 
