@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 def cache_dir() -> str:
-    path = os.environ.get("CORRAL_VMTEST_CACHE") or DEFAULT_CACHE
+    """The cache directory, made if missing; ``~/.cache/corral-vmtest`` for non-root users."""
+    path = os.environ.get("CORRAL_VMTEST_CACHE")
+    if not path:
+        path = DEFAULT_CACHE
+        if os.geteuid() != 0 and not os.access(path, os.W_OK):
+            path = os.path.join(os.path.expanduser("~"), ".cache", "corral-vmtest")
     os.makedirs(path, exist_ok=True)
     return path
 
