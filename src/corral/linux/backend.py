@@ -24,10 +24,12 @@ from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from corral.backend import CreateRequest
     from corral.core.state import Record
+    from corral.linux.syscalls import Syscalls
     from corral.spec.model import Namespace, Spec
 
 
@@ -142,6 +144,7 @@ class LinuxBackend(Backend):
                     handshake.HOOKS: lambda: _run_runtime_hooks(request, pid),
                     handshake.TIME_OFFSETS: lambda: _write_time_offsets(request, pid),
                     handshake.NET_DEVICES: lambda: _move_net_devices(request, pid),
+                    **_seccomp_handlers(sc, request, pid),
                 },
             )
             if answer.get("ready") is not True:
@@ -187,6 +190,18 @@ class LinuxBackend(Backend):
             from corral.linux.intelrdt import remove_intel_rdt
 
             remove_intel_rdt([str(path) for path in groups])
+
+
+def _seccomp_handlers(
+    sc: Syscalls, request: CreateRequest, pid: int
+) -> dict[str, Callable[[], object]]:
+    """The init's request to send its seccomp listener to ``listenerPath``; imported
+    only for a config with a profile."""
+    if (request.spec.raw.get("linux") or {}).get("seccomp") is None:
+        return {}
+    from corral.linux import seccomp_notify
+
+    return {seccomp_notify.REQUEST: lambda: seccomp_notify.hand_over_from_init(sc, request, pid)}
 
 
 def _run_runtime_hooks(request: CreateRequest, init_pid: int) -> None:

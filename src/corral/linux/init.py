@@ -16,9 +16,10 @@ into a module that does one thing; the order is the contract (runc's, and the sp
 4. :func:`_configure_container` - inside the new root: hostname, sysctls, a missing
    cwd, masked and read-only paths;
 5. :func:`_configure_process` - rlimits and oom score (while still root), then user,
-   groups, capabilities, cwd, umask, no_new_privs, last, as they take power away;
-6. :func:`run_init` - "ready" to the parent, wait on the fifo, the ``startContainer``
-   hooks, exec.
+   groups, capabilities, cwd, umask, no_new_privs, last, as they take power away
+   (without no_new_privs, the seccomp filter goes in just before them);
+6. :func:`run_init` - the seccomp filter (with no_new_privs), "ready" to the parent,
+   wait on the fifo, the ``startContainer`` hooks, exec.
 
 Hooks (config.md, "POSIX-platform Hooks"), where runc runs them:
 
@@ -86,11 +87,15 @@ def run_init(
         # (read returns EOF) and the init exits below; getppid() cannot tell, as it is
         # 0 in a new pid namespace.
         sc.prctl(sc_.PR_SET_PDEATHSIG, SIGKILL)
+
+        def ask_parent(name: str) -> None:
+            handshake.ask_parent(sync_fd, commit_fd, name)
+
         state_fd = _prepare(
             sc,
             request,
             ns_fds,
-            lambda name: handshake.ask_parent(sync_fd, commit_fd, name),
+            ask_parent,
             state_fd=state_fd,
             trees=trees or {},
             console_fd=console_fd,
@@ -98,6 +103,7 @@ def run_init(
         assert request.spec.process is not None
         # Find the program now, so a missing one fails `create`, not the later `start`.
         executable = resolve_executable(request.spec.process)
+        _load_seccomp(request, ask_parent, no_new_privileges=True)
         handshake.send_ready(sync_fd)
         handshake.await_commit(sync_fd, commit_fd, lambda: sc.prctl(sc_.PR_SET_PDEATHSIG, 0))
         sync_fd = -1  # from here on, errors go to the container's stderr
@@ -141,6 +147,11 @@ def _preload(spec: Spec) -> None:
 
     if spec.process is not None and spec.process.terminal:
         from corral.linux import terminal  # noqa: F401 - loads fcntl, struct, termios
+
+    if (spec.raw.get("linux") or {}).get("seccomp") is not None:
+        from corral.linux import seccomp
+
+        seccomp.preload()  # opens libseccomp, a host file
 
     if spec.hooks and spec.hooks.start_container:
         import fcntl  # noqa: F401 - corral.core.hooks, when stdio was closed
@@ -201,7 +212,9 @@ def _prepare(
         state_fd = os.open(request.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     _build_rootfs(sc, request, ask_parent, trees)
     _configure_container(sc, spec, console_fd)
-    _configure_process(sc, spec)
+    _configure_process(
+        sc, spec, lambda: _load_seccomp(request, ask_parent, no_new_privileges=False)
+    )
     return state_fd
 
 
@@ -276,8 +289,14 @@ def _optional_process_modules(spec: Spec) -> list[str]:
     return wanted
 
 
-def _configure_process(sc: Syscalls, spec: Spec) -> None:
-    """The process's own attributes; the identity last, as it takes privileges away."""
+def _configure_process(
+    sc: Syscalls, spec: Spec, before_credentials: Callable[[], None] | None = None
+) -> None:
+    """The process's own attributes; the identity last, as it takes privileges away.
+
+    ``before_credentials`` runs just before the identity is set (the seccomp filter,
+    when loading it needs the capabilities the identity drops).
+    """
     from corral.linux import credentials, rlimits, sysctl
 
     assert spec.process is not None
@@ -302,7 +321,30 @@ def _configure_process(sc: Syscalls, spec: Spec) -> None:
         from corral.linux import lsm
 
         lsm.apply_selinux_label(sc, spec)
+    if before_credentials is not None:
+        before_credentials()
     credentials.apply_credentials(sc, spec.process)
+
+
+def _load_seccomp(
+    request: CreateRequest, ask_parent: Callable[[str], None], *, no_new_privileges: bool
+) -> None:
+    """``linux.seccomp``, as late as the kernel allows (runc's two places).
+
+    Without no_new_privs, seccomp(2) needs CAP_SYS_ADMIN, so the filter goes in just
+    before the credentials take it away (``no_new_privileges=False`` call); with it, after
+    everything else and just before "ready" (``True``): the parent must still be there to
+    hand a notify listener on (:mod:`corral.linux.seccomp_notify`). Every syscall the init
+    makes after this passes through the filter: see docs/seccomp.md for the list.
+    """
+    spec = request.spec
+    raw = (spec.raw.get("linux") or {}).get("seccomp")
+    assert spec.process is not None
+    if raw is None or spec.process.no_new_privileges != no_new_privileges:
+        return
+    from corral.linux import seccomp, seccomp_notify
+
+    seccomp.load_seccomp(raw, hand_over=lambda _fd: ask_parent(seccomp_notify.REQUEST))
 
 
 def _run_create_hooks(request: CreateRequest, ask_parent: Callable[[str], None]) -> None:
