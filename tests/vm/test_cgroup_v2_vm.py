@@ -1,0 +1,127 @@
+"""corral's cgroup tests on a kernel with cgroup v2 only: a qemu VM (tools/vmtest).
+
+This host mounts cgroup v1 controllers, so the cgroup v2 code paths are proven by booting
+Debian's stock kernel with ``cgroup_no_v1=all`` under qemu (docs/vm-testing.md) and running
+pytest there on the files in ``GUEST_FILES``. One VM run serves every test below (a module
+fixture): the guest's pytest must pass, its junit report must show the tests really ran
+(not all skipped), and the facts the guest's init recorded must show cgroup2 alone at
+/sys/fs/cgroup. The module skips, with the runner's reason, when qemu or the kernel package
+cannot be had; ``CORRAL_VMTEST_REQUIRE=1`` (set in CI) turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+RUNNER = CHECKOUT / "tools" / "vmtest" / "run.py"
+SMOKE = "tests/vm/guest_smoke.py"
+CGROUP_TESTS = "tests/integration/test_cgroups_root.py"
+# Under TCG a boot costs ~7 s and a container run ~1 s; the limit stops a hung guest.
+VM_TIMEOUT = 280
+UNAVAILABLE = 126
+GUEST_RUN_DIR = "/mnt/vmtest"  # where the guest's init mounts the run directory
+
+
+def guest_files() -> list[str]:
+    files = [SMOKE]
+    if (CHECKOUT / CGROUP_TESTS).exists():
+        files.append(CGROUP_TESTS)
+    return files
+
+
+class VmRun:
+    __slots__ = ("files", "output", "rc", "run_dir")
+
+    def __init__(self, rc: int, output: str, run_dir: Path, files: list[str]) -> None:
+        self.rc = rc
+        self.output = output
+        self.run_dir = run_dir
+        self.files = files
+
+    def fact(self, name: str) -> str:
+        path = self.run_dir / name
+        assert path.exists(), f"the guest did not record {name}:\n{self.output}"
+        return path.read_text()
+
+    def outcomes(self) -> dict[str, str]:
+        """``file::test`` → passed/failed/error/skipped, from the guest's junit report."""
+        report = self.run_dir / "junit.xml"
+        assert report.exists(), f"the guest wrote no junit report:\n{self.output}"
+        found: dict[str, str] = {}
+        for case in ElementTree.parse(report).iter("testcase"):
+            name = f"{case.get('classname', '')}::{case.get('name', '')}"
+            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            found[name] = {"failure": "failed"}.get(kinds[0], kinds[0]) if kinds else "passed"
+        return found
+
+
+@pytest.fixture(scope="module")
+def vm_run(tmp_path_factory: pytest.TempPathFactory) -> VmRun:
+    if os.environ.get("CORRAL_VMTEST_GUEST") == "1":
+        pytest.skip("already inside the test VM")
+    run_dir = tmp_path_factory.mktemp("vmtest")
+    files = guest_files()
+    command = [
+        sys.executable,
+        str(RUNNER),
+        "--timeout",
+        str(VM_TIMEOUT),
+        "--run-dir",
+        str(run_dir),
+        "--",
+        "-q",
+        "-rfEs",
+        f"--junitxml={GUEST_RUN_DIR}/junit.xml",
+        *files,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=VM_TIMEOUT + 120,  # the first run also downloads and unpacks the kernel
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    output = f"{result.stdout}\n{result.stderr}"
+    if result.returncode == UNAVAILABLE:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "?"
+        if os.environ.get("CORRAL_VMTEST_REQUIRE") == "1":
+            pytest.fail(f"CORRAL_VMTEST_REQUIRE=1 but the VM cannot run: {reason}")
+        pytest.skip(reason)
+    return VmRun(result.returncode, output, run_dir, files)
+
+
+def test_guest_pytest_passed(vm_run: VmRun) -> None:
+    assert vm_run.rc == 0, f"guest pytest exited {vm_run.rc}:\n{vm_run.output}"
+
+
+def test_guest_had_only_cgroup2_mounted(vm_run: VmRun) -> None:
+    mounts = [line.split() for line in vm_run.fact("mounts").splitlines()]
+    cgroup_mounts = [(fields[1], fields[2]) for fields in mounts if fields[2].startswith("cgroup")]
+    assert cgroup_mounts == [("/sys/fs/cgroup", "cgroup2")]
+
+
+def test_guest_had_no_v1_hierarchy(vm_run: VmRun) -> None:
+    rows = [line.split() for line in vm_run.fact("cgroups").splitlines() if line[:1] != "#"]
+    assert rows
+    assert [row[0] for row in rows if row[1] != "0"] == []
+    assert {"memory", "pids"} <= set(vm_run.fact("cgroup.controllers").split())
+
+
+def test_guest_really_ran_the_tests(vm_run: VmRun) -> None:
+    outcomes = vm_run.outcomes()
+    bad = {name: kind for name, kind in outcomes.items() if kind in ("failed", "error")}
+    assert bad == {}, vm_run.output
+    for test in ("test_only_cgroup2_is_mounted", "test_corral_runs_busybox_true"):
+        assert outcomes.get(f"tests.vm.guest_smoke::{test}") == "passed", vm_run.output
+    if CGROUP_TESTS in vm_run.files:
+        module = CGROUP_TESTS.removesuffix(".py").replace("/", ".")
+        ran = [kind for name, kind in outcomes.items() if name.startswith(module + "::")]
+        assert "passed" in ran, f"no test of {CGROUP_TESTS} passed in the guest:\n{vm_run.output}"
