@@ -41,7 +41,10 @@ In the child, until execve(2):
    ``/dev/ptmx`` (not mounted on ``/dev/console``: that is the init's), its master sent
    to the console socket; AppArmor and SELinux labels for the exec; user, groups,
    capabilities, cwd and ``no_new_privs`` (:mod:`corral.linux.credentials`, as for the
-   init); the program looked up in the container's ``PATH``;
+   init); the program looked up in the container's ``PATH``; the container's
+   ``linux.seccomp`` filter, in the init's two places: before the credentials without
+   ``no_new_privs`` (loading needs ``CAP_SYS_ADMIN`` then), else last; a notify
+   listener is copied out by the parent (pidfd_getfd(2)) and sent to ``listenerPath``;
 6. "ready", the release byte, ``execCPUAffinity.final``, then
    :func:`corral.core.execute.exec_process`, which marks every fd above stdio and the
    preserved ones close-on-exec and resets the signal dispositions.
@@ -200,10 +203,15 @@ def spawn_process(
             if fd >= 0:
                 os.close(fd)
     spawned = LinuxExec(pid, sync_r, commit_w)
+    handlers: dict[str, Callable[[], object]] = {
+        CGROUP_REQUEST: lambda: join_cgroup(record, pid, cgroup_paths)
+    }
+    if (spec.raw.get("linux") or {}).get("seccomp") is not None:
+        from corral.linux import seccomp_notify
+
+        handlers[seccomp_notify.REQUEST] = lambda: hand_over_listener(sc, record, spec, pid)
     try:
-        answer = handshake.serve_requests(
-            sync_r, commit_w, {CGROUP_REQUEST: lambda: join_cgroup(record, pid, cgroup_paths)}
-        )
+        answer = handshake.serve_requests(sync_r, commit_w, handlers)
         if answer.get("ready") is not True:
             raise CreateError(str(answer.get("error") or "the process exited during its set-up"))
     except BaseException:
@@ -295,6 +303,41 @@ def owner_check(user_fd: int) -> Callable[[int], bool]:
         return (owner.st_dev, owner.st_ino) == (user.st_dev, user.st_ino)
 
     return owned
+
+
+def hand_over_listener(sc: Syscalls, record: Record, spec: Spec, pid: int) -> None:
+    """The child's seccomp listener, copied out with pidfd_getfd(2) and sent to
+    ``listenerPath`` with the container's state (as for the init: the path is the
+    host's, out of the child's reach)."""
+    from corral import OCI_VERSION
+    from corral.linux.seccomp import parse_profile
+    from corral.linux.seccomp_notify import find_notify_fd, process_state, send_to_listener
+
+    profile = parse_profile((spec.raw.get("linux") or {}).get("seccomp"))
+    target = find_notify_fd(pid)
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = sc.pidfd_getfd(pidfd, target)
+    except OSError as error:
+        raise CreateError(
+            f"linux.seccomp: copying the listener out of the exec'd process: {error.strerror}"
+        ) from None
+    finally:
+        os.close(pidfd)
+    state: dict[str, object] = {
+        "ociVersion": OCI_VERSION,
+        "id": record.id,
+        "status": "running",
+        "pid": record.pid,
+        "bundle": record.bundle,
+        "annotations": record.annotations,
+    }
+    try:
+        send_to_listener(
+            profile.listener_path, fd, process_state(state, pid, profile.listener_metadata)
+        )
+    finally:
+        os.close(fd)
 
 
 def join_cgroup(record: Record, pid: int, sub_paths: dict[str, str]) -> None:
@@ -398,10 +441,27 @@ def _prepare(
         from corral.linux import lsm
 
         lsm.apply_selinux_label(sc, spec)
+    if not process.no_new_privileges:
+        # seccomp(2) needs CAP_SYS_ADMIN without no_new_privs: before the identity.
+        _load_seccomp(spec, ask_parent)
     credentials.apply_credentials(sc, process)
     from corral.core.execute import resolve_executable
 
-    return resolve_executable(process)
+    executable = resolve_executable(process)
+    if process.no_new_privileges:
+        _load_seccomp(spec, ask_parent)  # as late as possible (runc's two places)
+    return executable
+
+
+def _load_seccomp(spec: Spec, ask_parent: Callable[[str], None]) -> None:
+    """The container's ``linux.seccomp`` applies to the exec'd process too (as runc's
+    setns init loads it); a notify listener goes to ``listenerPath`` through the parent."""
+    raw = (spec.raw.get("linux") or {}).get("seccomp")
+    if raw is None:
+        return
+    from corral.linux import seccomp, seccomp_notify
+
+    seccomp.load_seccomp(raw, hand_over=lambda _fd: ask_parent(seccomp_notify.REQUEST))
 
 
 def _preload(spec: Spec) -> set[str]:
@@ -426,6 +486,10 @@ def _preload(spec: Spec) -> set[str]:
     if spec.process is not None and spec.process.terminal:
         from corral.core import console  # noqa: F401
         from corral.linux import terminal  # noqa: F401 - fcntl, struct, termios
+    if (spec.raw.get("linux") or {}).get("seccomp") is not None:
+        from corral.linux import seccomp
+
+        seccomp.preload()  # opens libseccomp, a host file
     return optional
 
 
