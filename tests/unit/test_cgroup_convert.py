@@ -249,6 +249,7 @@ def test_block_io_devices() -> None:
 
 
 _READ = "blockIO.throttleReadBpsDevice"
+_NEGATIVE_MINOR = [{"major": 8, "minor": -1, "rate": 1}]
 
 
 @pytest.mark.parametrize(
@@ -259,7 +260,7 @@ _READ = "blockIO.throttleReadBpsDevice"
         ({"weightDevice": [{"major": 8, "minor": 0}]}, "blockIO.weightDevice[0]", "needs weight"),
         ({"weightDevice": [{"minor": 0, "weight": 5}]}, "blockIO.weightDevice[0].major", "requi"),
         ({"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}, f"{_READ}[0].rate", "required"),
-        ({"throttleReadBpsDevice": [{"major": 8, "minor": -1, "rate": 1}]}, f"{_READ}[0].minor", "1"),
+        ({"throttleReadBpsDevice": _NEGATIVE_MINOR}, f"{_READ}[0].minor", "not -1"),
         ({"throttleWriteBpsDevice": {}}, "blockIO.throttleWriteBpsDevice", "array"),
         ({"throttleWriteBpsDevice": [3]}, "blockIO.throttleWriteBpsDevice[0]", "object"),
     ],
