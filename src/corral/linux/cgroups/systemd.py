@@ -467,12 +467,18 @@ class SystemdManager(CgroupManager):
         self.fs.kill_all(signal)
 
     def destroy(self) -> None:
+        failure: CorralError | None = None
         if self.started:
-            self._stop()
-            self.started = False
+            try:
+                self._stop()
+                self.started = False
+            except CorralError as exc:
+                failure = exc  # systemd unreachable or refusing: still clear cgroupfs
         # systemd removes the unit's cgroups; corral's own directories (hierarchies
         # systemd does not manage) and anything left go the fs driver's way.
         self.fs.destroy()
+        if failure is not None:
+            raise failure
 
     def to_record(self) -> dict[str, Any]:
         return {
