@@ -23,8 +23,8 @@ the D-Bus specification (https://dbus.freedesktop.org/doc/dbus-specification.htm
 
 from __future__ import annotations
 
+import _socket  # socket.py builds IntEnums on import (~5 ms); the C module is enough
 import os
-import socket
 import struct
 
 TYPE_CHECKING = False
@@ -526,7 +526,7 @@ class Connection:
 
     __slots__ = ("_buffer", "_queue", "_serial", "_sock", "unique_name")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self._sock = sock
         self._buffer = b""
         self._queue: list[Message] = []
@@ -542,7 +542,7 @@ class Connection:
             raise DBusError("corral.NoAddress", f"no unix socket in D-Bus address {address!r}")
         failure: OSError | None = None
         for target in targets:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
             sock.settimeout(timeout)
             try:
                 sock.connect(target)
