@@ -443,3 +443,40 @@ def test_cli_without_systemd_is_one_line(corral: Any, make_bundle: Any, containe
     assert result.returncode != 0
     assert result.stderr.splitlines() == [NOT_RUNNING]
     assert not os.path.exists(os.path.join(corral.root, container_id))
+
+
+@requires_root
+@requires_fake_systemd
+def test_cli_run_in_a_systemd_scope(
+    fake_systemd: FakeSystemd, test_slice: str, corral: Any, make_bundle: Any, container_id: str
+) -> None:
+    hierarchy = detect()
+    unit = f"corral-{container_id}.scope"
+    base = f"/corraltest.slice/{test_slice}/{unit}"
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["linux"]["cgroupsPath"] = f"{test_slice}:corral:{container_id}"
+        spec["linux"]["resources"] = {"memory": {"limit": 48 << 20}, "pids": {"limit": 30}}
+
+    bundle = make_bundle(["cat", "/proc/self/cgroup"], edit=edit)
+    result = corral("--systemd-cgroup", "run", "--bundle", str(bundle), container_id,
+                    stdin=subprocess.DEVNULL)  # fmt: skip
+    # The container's view of /proc/self/cgroup (no cgroup namespace) names the scope.
+    seen = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in result.stdout.splitlines()}
+    for key in ("memory", "pids", "name=systemd"):
+        if key in hierarchy.v1_roots:
+            assert seen[key] == base, (key, result.stdout)
+    if hierarchy.unified_root:
+        assert seen[""] == base, result.stdout
+    calls = fake_systemd.calls()
+    (start,) = [c for c in calls if c["call"] == "StartTransientUnit"]
+    assert start["unit"] == unit
+    assert start["props"]["TasksMax"] == 30
+    assert start["props"]["MemoryMax" if hierarchy.mode == "v2" else "MemoryLimit"] == 48 << 20
+    assert start["props"]["DevicePolicy"] == "strict"
+    assert ["/dev/char/1:3", "rwm"] in start["props"]["DeviceAllow"]  # /dev/null
+    # run deletes the container: the unit is stopped and no directory is left.
+    assert [c["unit"] for c in calls if c["call"] == "StopUnit"] == [unit]
+    roots = [*hierarchy.v1_roots.values(), hierarchy.unified_root or ""]
+    for root in filter(None, roots):
+        assert not os.path.exists(root + base), root
