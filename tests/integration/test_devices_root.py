@@ -297,3 +297,30 @@ def test_v1_kernel_agrees_with_corrals_model_on_random_rules(v1_cgroup: str) -> 
         assert devices_list(v1_cgroup) == expected, rules
         compared += 1
     assert compared > 60
+
+
+SPLIT_GRANTS = [DeviceRule(False, "a"), DeviceRule(True, "c", 1, 3, "r"),
+                DeviceRule(True, "c", 1, -1, "w")]  # fmt: skip
+PARTIAL_DENY = [DeviceRule(True, "a"), DeviceRule(False, "c", 1, 7, "w")]
+
+
+@pytest.mark.parametrize("hierarchy", ["v1", "v2"])
+def test_both_hierarchies_decide_combined_requests_alike(
+    hierarchy: str, request: pytest.FixtureRequest
+) -> None:
+    """One exception must grant every requested access (default deny); one shared
+    access with an exception denies (default allow). The kernel's v1 code decides so,
+    and corral's program must too."""
+    cgroup = request.getfixturevalue(f"{hierarchy}_cgroup")
+    prober = request.getfixturevalue("prober")  # after the cgroup: it leaves first
+    join(cgroup, prober.pid)
+    for rules, path, answers in (
+        (SPLIT_GRANTS, "/dev/null", {"r": "ok", "w": "ok", "rw": "EPERM"}),
+        (PARTIAL_DENY, "/dev/full", {"r": "ok", "w": "EPERM", "rw": "EPERM"}),
+    ):
+        if hierarchy == "v1":
+            write_plan(cgroup, plan_v1_devices(rules))
+        else:
+            apply_v2_devices(cgroup, rules)
+        for mode, answer in answers.items():
+            assert prober.open(path, mode) == answer, (rules, mode)
