@@ -36,7 +36,10 @@ from corral.errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
+
+    T = TypeVar("T", bound=tuple[str, ...])
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -520,3 +523,47 @@ def check_memory_update(
                 f"{value} is not above the current memory usage {usage} (checkBeforeUpdate)",
                 source=source,
             )
+
+
+# --- the writer's ordering contract, for both planners -------------------------
+
+
+class WriteFailed(Exception):
+    """A planned write failed for good: ``item`` is the plan's tuple, ``error`` the OSError."""
+
+    def __init__(self, item: tuple[str, ...], error: OSError) -> None:
+        self.item = item
+        self.error = error
+        super().__init__(f"{item}: {error}")
+
+
+def write_plan(
+    plan: Sequence[T], controller: Callable[[T], str], write: Callable[[T], None]
+) -> None:
+    """Run ``write`` over ``plan`` under the planners' ordering contract.
+
+    In order; a write that fails with EINVAL while a later write of the same
+    controller follows is retried once after that controller's last write (see the
+    module docs of :mod:`.v1resources` and :mod:`.v2resources`: this is what lets
+    one plan both raise and lower memory/memsw and quota/burst). ``write`` raises
+    OSError; the first failure that stands raises :class:`WriteFailed`.
+    """
+    import errno
+
+    last = {controller(item): index for index, item in enumerate(plan)}
+    deferred: list[T] = []
+    for index, item in enumerate(plan):
+        name = controller(item)
+        try:
+            write(item)
+        except OSError as error:
+            if error.errno != errno.EINVAL or last[name] == index:
+                raise WriteFailed(tuple(item), error) from error
+            deferred.append(item)
+        if last[name] == index:
+            for retry in [d for d in deferred if controller(d) == name]:
+                deferred.remove(retry)
+                try:
+                    write(retry)
+                except OSError as error:
+                    raise WriteFailed(tuple(retry), error) from error

@@ -8,7 +8,8 @@ with one ``write(2)`` into ``<v1_paths[controller]>/<file>``. Devices are not he
 net_prio.rst, pids.rst, rdma.rst) and Documentation/scheduler/sched-bwc.rst,
 sched-rt-group.rst for the cpu controller.
 
-Ordering contract for the writer (what makes raising *and* lowering work):
+Ordering contract for the writer (what makes raising *and* lowering work;
+:func:`corral.linux.cgroups.convert.write_plan` implements it):
 
 - Writes go in plan order. When a write fails with ``EINVAL`` and a later tuple of
   the same controller follows, the writer sets the failed one aside and retries it

@@ -30,7 +30,8 @@ rdma                       rdma.max "DEVICE hca_handle=N hca_object=M"
 unified                    written as given, last, one write per line
 =========================  ==================================================
 
-Ordering contract for the writer: writes go in plan order; when one fails with
+Ordering contract for the writer (:func:`corral.linux.cgroups.convert.write_plan`
+implements it): writes go in plan order; when one fails with
 ``EINVAL`` and a later tuple of the same controller (the file's prefix) follows, it
 is retried once after them. That covers ``cpu.max.burst`` (must stay <= the quota,
 so it is planned before ``cpu.max``: fine when lowering, retried when raising) and
