@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from conftest import requires_root
 from corral.linux.cgroups.devices import (
     STANDARD_RULES,
     DeviceRule,
@@ -28,7 +29,12 @@ from corral.linux.syscalls import Syscalls
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import subprocess
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+    from typing import Any
+
+    from conftest import Corral
 
 DEVICES_V1 = "/sys/fs/cgroup/devices"
 
@@ -324,3 +330,78 @@ def test_both_hierarchies_decide_combined_requests_alike(
             apply_v2_devices(cgroup, rules)
         for mode, answer in answers.items():
             assert prober.open(path, mode) == answer, (rules, mode)
+
+
+# -- through the CLI ---------------------------------------------------------------------------
+
+# mknod is allowed (the standard "c *:* m"), opening the node it made is not; /dev/null
+# and /dev/zero are. The node is /dev/fuse's 10:229, which any process may open when the
+# cgroup lets it (/dev/mem would need CAP_SYS_RAWIO, hiding the cgroup's decision).
+# /dev is the container's tmpfs, without nodev.
+PROBE = (
+    "mknod /dev/m c 10 229 && echo MKNOD-OK; "
+    "(: </dev/m) 2>/dev/null && echo OPEN-OK || echo OPEN-DENIED; "
+    "echo x >/dev/null && echo NULL-OK; "
+    "head -c1 /dev/zero >/dev/null && echo ZERO-OK"
+)
+needs_fuse = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse"), reason="the host kernel has no fuse device (10:229)"
+)
+
+
+def with_mknod(rules: list[dict[str, object]] | None) -> Callable[[dict[str, Any]], None]:
+    def edit(spec: dict[str, Any]) -> None:
+        for name in ("bounding", "effective", "permitted"):
+            spec["process"]["capabilities"][name].append("CAP_MKNOD")
+        if rules is not None:
+            spec["linux"]["resources"] = {"devices": rules}
+
+    return edit
+
+
+@requires_root
+@needs_fuse
+def test_cli_container_cannot_use_a_node_it_makes(
+    run_inside: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    out = run_inside(PROBE, edit=with_mknod(None)).stdout.split()
+    assert out == ["MKNOD-OK", "OPEN-DENIED", "NULL-OK", "ZERO-OK"]
+    # what runc spec, containerd and Docker write keeps the standard devices
+    deny_all = [{"allow": False, "access": "rwm"}]
+    out = run_inside(PROBE, edit=with_mknod(deny_all)).stdout.split()
+    assert out == ["MKNOD-OK", "OPEN-DENIED", "NULL-OK", "ZERO-OK"]
+
+
+@requires_root
+@needs_fuse
+def test_cli_config_rules_allow_and_deny(
+    run_inside: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    rules: list[dict[str, object]] = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "r"},
+    ]
+    out = run_inside(PROBE, edit=with_mknod(rules)).stdout.split()
+    assert out == ["MKNOD-OK", "OPEN-OK", "NULL-OK", "ZERO-OK"]
+    # a deny of "m" is undone by the standard "c *:* m", which comes last as in runc:
+    # what a config can deny is the use of a node, not making it
+    no_mknod: list[dict[str, object]] = [{"allow": False, "type": "c", "access": "m"}]
+    result = run_inside("mknod /dev/m c 10 229 && echo MKNOD-OK", edit=with_mknod(no_mknod))
+    assert result.stdout.split() == ["MKNOD-OK"]
+
+
+@requires_root
+def test_cli_hole_in_a_wildcard_is_a_config_error(
+    corral: Corral, make_bundle: Callable[..., Path], container_id: str
+) -> None:
+    rules: list[dict[str, object]] = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 4, "access": "rw"},
+        {"allow": False, "type": "c", "major": 4, "minor": 1, "access": "w"},
+    ]
+    bundle = make_bundle(["true"], edit=with_mknod(rules))
+    result = corral("create", "--bundle", str(bundle), container_id, check=False)
+    assert result.returncode == 1
+    assert "linux.resources.devices[2]: cannot deny c 4:1 w" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(corral.root, container_id))
