@@ -23,6 +23,7 @@ class CreateRequest:
 
     __slots__ = (
         "bundle",
+        "cgroup_join",
         "console_socket",
         "container_id",
         "fifo_name",
@@ -32,6 +33,7 @@ class CreateRequest:
         "rootfs",
         "spec",
         "state_dir",
+        "systemd_cgroup",
     )
 
     def __init__(
@@ -47,6 +49,7 @@ class CreateRequest:
         no_pivot: bool = False,
         no_new_keyring: bool = False,
         preserve_fds: int = 0,
+        systemd_cgroup: bool = False,
     ) -> None:
         self.container_id = container_id
         self.bundle = bundle
@@ -58,6 +61,10 @@ class CreateRequest:
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
+        # --systemd-cgroup: linux.cgroupsPath is "slice:prefix:name" and systemd owns it.
+        self.systemd_cgroup = systemd_cgroup
+        # Set by the backend before it forks: the init asks to join the cgroup first.
+        self.cgroup_join = False
 
 
 class CreatedInit:
@@ -114,6 +121,45 @@ class Backend:
     def destroy(self, record: Record) -> None:
         """Undo what ``create`` left on the host, once the container's processes are gone."""
         raise NotImplementedError
+
+    def kill_all(self, record: Record, signal: int) -> None:
+        """Send ``signal`` to every process of the container (``kill --all``)."""
+        from corral.core import fastos
+
+        for pid in self.processes(record):
+            try:
+                fastos.kill(pid, signal)
+            except ProcessLookupError:
+                pass
+
+    def is_paused(self, record: Record) -> bool:
+        """Whether the container's processes are frozen (status ``paused``)."""
+        return False
+
+    def pause(self, record: Record) -> None:
+        """Freeze every process of the container."""
+        from corral.errors import CorralError
+
+        raise CorralError(f"pause is not supported on {self.platform}")
+
+    def resume(self, record: Record) -> None:
+        """Thaw a paused container."""
+        from corral.errors import CorralError
+
+        raise CorralError(f"resume is not supported on {self.platform}")
+
+    def update(self, record: Record, resources: dict[str, Any], *, where: str) -> None:
+        """Apply new resource limits (a ``linux.resources`` object) to a live container;
+        ``where`` is the JSON path errors name."""
+        from corral.errors import CorralError
+
+        raise CorralError(f"update is not supported on {self.platform}")
+
+    def stats(self, record: Record) -> dict[str, Any]:
+        """The container's resource usage (runc's ``events --stats`` data)."""
+        from corral.errors import CorralError
+
+        raise CorralError(f"stats are not supported on {self.platform}")
 
 
 def select_backend() -> Backend:

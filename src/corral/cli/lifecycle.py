@@ -30,6 +30,7 @@ def cmd_create(options: Parsed, parsed: Parsed) -> int:
         no_pivot=parsed.flag("no_pivot"),
         no_new_keyring=parsed.flag("no_new_keyring"),
         preserve_fds=_preserve(parsed),
+        systemd_cgroup=options.flag("systemd_cgroup"),
     )
     return 0
 
@@ -93,6 +94,7 @@ def cmd_run(options: Parsed, parsed: Parsed) -> int:
         no_pivot=parsed.flag("no_pivot"),
         no_new_keyring=parsed.flag("no_new_keyring"),
         preserve_fds=_preserve(parsed),
+        systemd_cgroup=options.flag("systemd_cgroup"),
     )
 
 

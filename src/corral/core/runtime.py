@@ -8,8 +8,12 @@ platform backend. A container's status is derived, not trusted from the record:
 creating      the record says so (``create`` has not finished)
 created       the init lives and the exec fifo still exists
 running       the init lives and the fifo is gone (``start`` removed it)
+paused        running or created, and the backend says its processes are frozen
 stopped       the init is gone, or its pid now belongs to another process
 ============  ==========================================================
+
+Only a record with a ``cgroup`` (the Linux backend's) can be paused, so ``state`` asks
+the backend only then.
 
 A failed ``create`` leaves nothing: the init is killed and reaped, the backend
 undoes its work, and the state directory is removed.
@@ -32,6 +36,7 @@ from corral.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Callable
     from typing import Any
 
@@ -77,6 +82,8 @@ class Runtime:
             return st.CREATING
         if not is_alive(record.pid, record.start_time):
             return st.STOPPED
+        if record.extra.get("cgroup") and self.backend.is_paused(record):
+            return st.PAUSED
         fifo = f"{self.store.directory(record.id)}/{st.FIFO_NAME}"
         return st.CREATED if fastos.exists(fifo) else st.RUNNING
 
@@ -89,7 +96,7 @@ class Runtime:
         result: dict[str, Any] = {
             "ociVersion": record.oci_version,
             "id": record.id,
-            "pid": record.pid if status in (st.CREATED, st.RUNNING) else 0,
+            "pid": record.pid if status in _LIVE else 0,
             "status": status,
             "bundle": record.bundle,
             "rootfs": record.rootfs,
@@ -122,8 +129,13 @@ class Runtime:
         no_pivot: bool = False,
         no_new_keyring: bool = False,
         preserve_fds: int = 0,
+        systemd_cgroup: bool = False,
     ) -> dict[str, Any]:
-        """Set a container up with its init waiting for :meth:`start`."""
+        """Set a container up with its init waiting for :meth:`start`.
+
+        ``systemd_cgroup`` (``--systemd-cgroup``): systemd owns the container's cgroup
+        and ``linux.cgroupsPath`` is ``slice:prefix:name``.
+        """
         from corral.backend import CreateRequest
 
         validate_id(container_id)
@@ -148,6 +160,7 @@ class Runtime:
             no_pivot=no_pivot,
             no_new_keyring=no_new_keyring,
             preserve_fds=preserve_fds,
+            systemd_cgroup=systemd_cgroup,
         )
         backend = self.backend
         backend.check(request)
@@ -196,6 +209,7 @@ class Runtime:
         no_pivot: bool = False,
         no_new_keyring: bool = False,
         preserve_fds: int = 0,
+        systemd_cgroup: bool = False,
     ) -> int:
         """Create and start; unless ``detach``, wait, delete and return the exit status
         (128 + the signal number when the program was killed by one)."""
@@ -210,6 +224,7 @@ class Runtime:
             no_pivot=no_pivot,
             no_new_keyring=no_new_keyring,
             preserve_fds=preserve_fds,
+            systemd_cgroup=systemd_cgroup,
         )
 
     # -- start, kill, delete ------------------------------------------------------
@@ -240,15 +255,15 @@ class Runtime:
         lock = self.store.lock(container_id)
         try:
             record = self.store.load(container_id)
-            if self.status(record) not in (st.CREATED, st.RUNNING):
+            if self.status(record) not in _LIVE:
                 raise ContainerNotRunningError()
-            targets = self.backend.processes(record) if all else [record.pid]
-            for pid in targets:
-                try:
-                    fastos.kill(pid, signal)
-                except ProcessLookupError:
-                    if pid == record.pid and not all:
-                        raise ContainerNotRunningError() from None
+            if all:
+                self.backend.kill_all(record, signal)
+                return
+            try:
+                fastos.kill(record.pid, signal)
+            except ProcessLookupError:
+                raise ContainerNotRunningError() from None
         finally:
             self.store.unlock(lock)
 
@@ -269,19 +284,17 @@ class Runtime:
                 self.store.remove(container_id)  # a create that died half-way
                 return
             status = self.status(record)
-            if status == st.RUNNING and not force:
+            if status in (st.RUNNING, st.PAUSED) and not force:
                 raise IllegalStateError(
                     f"cannot delete container {container_id} that is not stopped: {status}"
                 )
-            if status in (st.CREATED, st.RUNNING):
+            if status in _LIVE:
                 # A created container is deleted without --force, as runc does: its init
-                # has not run any user code yet.
-                victims = self.backend.processes(record)
-                for pid in victims:
-                    try:
-                        fastos.kill(pid, SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                # has not run any user code yet. A paused one is thawed after the SIGKILL
+                # (the v1 freezer holds even fatal signals until then).
+                self.backend.kill_all(record, SIGKILL)
+                if status == st.PAUSED:
+                    self.backend.resume(record)
                 if not wait_for_exit(record.pid, record.start_time, timeout=10.0):
                     raise IllegalStateError(f"container {container_id} init did not exit")
             try:
@@ -297,6 +310,63 @@ class Runtime:
             self.store.remove(container_id)
         finally:
             self.store.unlock(lock)
+
+    # -- pause, resume, update, stats, processes -----------------------------------
+
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of a running (or created) container."""
+        lock = self.store.lock(container_id)
+        try:
+            record = self.store.load(container_id)
+            if self.status(record) not in (st.CREATED, st.RUNNING):
+                raise ContainerNotRunningError()
+            self.backend.pause(record)
+        finally:
+            self.store.unlock(lock)
+
+    def resume(self, container_id: str) -> None:
+        """Thaw a paused container."""
+        lock = self.store.lock(container_id)
+        try:
+            record = self.store.load(container_id)
+            if self.status(record) != st.PAUSED:
+                raise IllegalStateError("container not paused")
+            self.backend.resume(record)
+        finally:
+            self.store.unlock(lock)
+
+    def update(
+        self, container_id: str, resources: dict[str, Any], *, where: str = "linux.resources"
+    ) -> None:
+        """Apply new limits (a ``linux.resources`` object) to a live container; they are
+        merged into the record's ``resources`` (what a later ``update`` starts from)."""
+        lock = self.store.lock(container_id)
+        try:
+            record = self.store.load(container_id)
+            if self.status(record) not in _LIVE:
+                raise ContainerNotRunningError()
+            self.backend.update(record, resources, where=where)
+            current = record.extra.get("resources")
+            record.extra["resources"] = _merge(
+                current if isinstance(current, dict) else {}, resources
+            )
+            self.store.save(record)
+        finally:
+            self.store.unlock(lock)
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """The container's resource usage (runc's ``events --stats`` data)."""
+        record = self.store.load(container_id)
+        if self.status(record) not in _LIVE:
+            raise ContainerNotRunningError()
+        return self.backend.stats(record)
+
+    def processes(self, container_id: str) -> builtins.list[int]:
+        """The pids (as this process sees them) of every process of the container."""
+        record = self.store.load(container_id)
+        if self.status(record) == st.CREATING:
+            return []
+        return self.backend.processes(record)
 
     def _run_hooks(self, record: st.Record, kind: str, status: str) -> None:
         """Run the record's ``kind`` hooks; their failures are warnings (config.md)."""
@@ -319,6 +389,21 @@ class Runtime:
         hooks = parse_hooks(Fields(document, "hooks")).of(kind)
         # runc runs the runtime's hooks from the bundle directory.
         run_hooks(hooks, state, kind=kind, warn=self.warn, cwd=record.bundle)
+
+
+_LIVE = (st.CREATED, st.RUNNING, st.PAUSED)
+
+
+def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``change`` laid over ``base``: objects merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in change.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _warn_on_stderr(message: str) -> None:

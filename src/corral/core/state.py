@@ -33,6 +33,7 @@ FIFO_NAME = "exec.fifo"
 CREATING = "creating"
 CREATED = "created"
 RUNNING = "running"
+PAUSED = "paused"  # running, with every process frozen (pause); derived from the cgroup
 STOPPED = "stopped"
 
 

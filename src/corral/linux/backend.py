@@ -25,12 +25,16 @@ from corral.errors import ConfigError, CreateError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
     from corral.backend import CreateRequest
     from corral.core.state import Record
+    from corral.linux.cgroups.manager import CgroupManager
     from corral.linux.syscalls import Syscalls
     from corral.spec.model import Namespace, Spec
+
+
+SIGKILL = 9
 
 
 class LinuxBackend(Backend):
@@ -42,6 +46,18 @@ class LinuxBackend(Backend):
         check_config(request)
 
     def create(self, request: CreateRequest) -> CreatedInit:
+        manager = _make_cgroup(request)
+        try:
+            init = self._create(request, manager)
+        except BaseException:
+            if manager is not None:
+                _remove_cgroup(manager)
+            raise
+        if manager is not None:
+            init.extra["cgroup"] = manager.to_record()
+        return init
+
+    def _create(self, request: CreateRequest, manager: CgroupManager | None) -> CreatedInit:
         import os
 
         from corral.linux import syscalls as sc_
@@ -145,6 +161,7 @@ class LinuxBackend(Backend):
                     handshake.TIME_OFFSETS: lambda: _write_time_offsets(request, pid),
                     handshake.NET_DEVICES: lambda: _move_net_devices(request, pid),
                     **_seccomp_handlers(sc, request, pid),
+                    **_cgroup_handlers(manager, pid),
                 },
             )
             if answer.get("ready") is not True:
@@ -178,18 +195,134 @@ class LinuxBackend(Backend):
     def processes(self, record: Record) -> list[int]:
         from corral.core.procinfo import children_of
 
+        manager = _manager(record)
+        if manager is not None:
+            found = manager.pids()
+            if record.pid in found:
+                found.remove(record.pid)
+                found.insert(0, record.pid)
+            return found
         if record.extra.get("ownPidNamespace"):
             return [record.pid, *_same_pid_namespace(record.pid)]
         return [record.pid, *children_of(record.pid)]
 
     def destroy(self, record: Record) -> None:
-        # Every mount lives in the container's own mount namespace and goes with it;
-        # cgroups (issue 5) will add work here. The poststop hooks are the core's.
+        # Every mount lives in the container's own mount namespace and goes with it.
+        # The poststop hooks are the core's.
         groups = record.extra.get("intelRdtGroups")
         if isinstance(groups, list):
             from corral.linux.intelrdt import remove_intel_rdt
 
             remove_intel_rdt([str(path) for path in groups])
+        manager = _manager(record)
+        if manager is not None:
+            _remove_cgroup(manager)
+
+    # -- through the container's cgroup -----------------------------------------------
+
+    def kill_all(self, record: Record, signal: int) -> None:
+        manager = _manager(record)
+        if manager is None:
+            super().kill_all(record, signal)
+        else:
+            manager.kill_all(signal)
+
+    def is_paused(self, record: Record) -> bool:
+        manager = _manager(record)
+        return manager is not None and manager.is_frozen()
+
+    def pause(self, record: Record) -> None:
+        _require_manager(record, "pause").freeze()
+
+    def resume(self, record: Record) -> None:
+        _require_manager(record, "resume").thaw()
+
+    def update(self, record: Record, resources: dict[str, Any], *, where: str) -> None:
+        _require_manager(record, "update").apply(resources, where=where, update=True)
+
+    def stats(self, record: Record) -> dict[str, Any]:
+        from corral.linux.cgroups.stats import read_stats
+
+        return read_stats(_require_manager(record, "stats"))
+
+
+def _manager(record: Record) -> CgroupManager | None:
+    """The container's cgroup manager, from its record (None: created without one)."""
+    doc = record.extra.get("cgroup")
+    if not isinstance(doc, dict):
+        return None
+    from corral.linux.cgroups.manager import manager_from_record
+
+    return manager_from_record(doc)
+
+
+def _require_manager(record: Record, action: str) -> CgroupManager:
+    manager = _manager(record)
+    if manager is None:
+        from corral.errors import CorralError
+
+        raise CorralError(f"{action}: container {record.id} has no cgroup")
+    return manager
+
+
+def _make_cgroup(request: CreateRequest) -> CgroupManager | None:
+    """Create the container's cgroup and write its limits, before the init exists;
+    the init joins it first thing (``cgroup_join``). A host without any cgroup
+    filesystem runs a container that asks for no cgroup setting without one."""
+    from corral.errors import CorralError
+    from corral.linux.cgroups.manager import manager_for
+
+    linux = request.spec.raw.get("linux") or {}
+    resources = linux.get("resources")
+    try:
+        manager = manager_for(request.spec, request.container_id, systemd=request.systemd_cgroup)
+    except CorralError as error:
+        if (
+            linux.get("cgroupsPath")
+            or resources
+            or request.systemd_cgroup
+            or "no cgroup filesystem" not in str(error)
+        ):
+            raise
+        return None
+    manager.create()
+    try:
+        manager.apply(resources if isinstance(resources, dict) else {})
+    except BaseException:
+        manager.destroy()
+        raise
+    request.cgroup_join = True
+    return manager
+
+
+def _cgroup_handlers(manager: CgroupManager | None, pid: int) -> dict[str, Callable[[], object]]:
+    """The init's first request: the parent moves it into the container's cgroup
+    (so it works from a user namespace too, and before the init's cgroup namespace)."""
+    if manager is None:
+        return {}
+    from corral.linux.cgroups import JOIN_REQUEST
+
+    return {JOIN_REQUEST: lambda: manager.add_process(pid)}
+
+
+def _remove_cgroup(manager: CgroupManager, timeout: float = 5.0) -> None:
+    """Kill what is left in the cgroup, wait until it is empty, and remove it."""
+    import time
+
+    from corral.errors import CorralError
+
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        left = manager.pids()
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            raise CorralError(f"cgroup of the container still has processes {left} after SIGKILL")
+        manager.kill_all(SIGKILL)  # thaws a frozen cgroup, so the signal acts
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    manager.destroy()
 
 
 def _seccomp_handlers(

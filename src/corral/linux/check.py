@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 NOT_YET = {
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
-    "linux.cgroupsPath": "cgroups come with issue 5",
-    "linux.resources": "cgroups come with issue 5",
     "solaris": "a Solaris section on a Linux host",
     "windows": "a Windows section on a Linux host",
     "vm": "virtual-machine containers are not supported",
@@ -85,6 +83,11 @@ def check_config(request: CreateRequest) -> None:
         raise ConfigError("process", "required field is missing")
     check_unsupported(spec)
     check_namespaces(spec)
+    if _wanted(spec, "linux.cgroupsPath", "linux.resources") or request.systemd_cgroup:
+        from corral.linux.cgroups.manager import check_cgroup_config
+
+        # Every limit through the planners now: a bad value fails before anything exists.
+        check_cgroup_config(spec, request.container_id, systemd=request.systemd_cgroup)
     check_mounts(spec, request.bundle)
     _check_optional_features(request)
     check_process(spec)

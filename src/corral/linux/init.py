@@ -7,6 +7,7 @@ parent it is ready, and blocks on the exec fifo until ``start``. Each step is on
 into a module that does one thing; the order is the contract (runc's, and the spec's).
 :func:`_prepare` makes the calls in that order, one phase per function:
 
+0. the ``cgroup-join`` request: the parent moves it into the container's cgroup;
 1. :func:`_detach` - the process itself: non-dumpable, new session, session keyring;
 2. :func:`_enter_namespaces` - ``setns`` for namespaces given by path, ``unshare`` for
    the new ones; the ``net-devices`` request (the parent moves ``linux.netDevices``
@@ -178,6 +179,12 @@ def _prepare(
     """
     spec = request.spec
     assert spec.process is not None and spec.linux is not None
+    if request.cgroup_join:
+        from corral.linux.cgroups import JOIN_REQUEST
+
+        # First: every later step, and every child, is in the container's cgroup (its
+        # limits apply), and a new cgroup namespace, unshared below, is rooted there.
+        ask_parent(JOIN_REQUEST)
     _preload(spec)
     _detach(sc, request)
     if spec.linux.namespace("user") is not None:
