@@ -106,13 +106,13 @@ _SYSCALL_NUMBERS = {
         "pivot_root": 155, "keyctl": 250, "openat2": 437, "capget": 125, "capset": 126,
         "sched_setattr": 314, "ioprio_set": 251, "ioprio_get": 252, "set_mempolicy": 238,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 321,
-        "pidfd_getfd": 438,
+        "pidfd_getfd": 438, "seccomp": 317,
     },
     "aarch64": {
         "pivot_root": 41, "keyctl": 219, "openat2": 437, "capget": 90, "capset": 91,
         "sched_setattr": 274, "ioprio_set": 30, "ioprio_get": 31, "set_mempolicy": 237,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "bpf": 280,
-        "pidfd_getfd": 438,
+        "pidfd_getfd": 438, "seccomp": 277,
     },
 }  # fmt: skip
 
@@ -454,3 +454,19 @@ class Syscalls:
         """A copy of descriptor ``target_fd`` of the process ``pidfd`` refers to
         (pidfd_getfd(2), Linux 5.6; the copy is close-on-exec)."""
         return self._check(self._syscall("pidfd_getfd", pidfd, target_fd, 0), "pidfd_getfd")
+
+    def seccomp_set_mode_filter(self, flags: int, program: bytes) -> int:
+        """Install the classic BPF ``program`` (struct sock_filter[]) with seccomp(2)'s
+        SECCOMP_SET_MODE_FILTER and ``flags``; the listener fd with
+        SECCOMP_FILTER_FLAG_NEW_LISTENER, else 0."""
+        c = self._ctypes
+        code = c.create_string_buffer(program, len(program))
+        # struct sock_fprog { unsigned short len; struct sock_filter *filter; }: the
+        # pointer is 8-aligned on the 64-bit little-endian machines of _SYSCALL_NUMBERS.
+        fprog = bytearray(16)
+        fprog[0:2] = (len(program) // 8).to_bytes(2, "little")
+        fprog[8:16] = c.addressof(code).to_bytes(8, "little")
+        view = (c.c_char * len(fprog)).from_buffer(fprog)
+        result = self._syscall("seccomp", c.c_uint(1), c.c_uint(flags), view)
+        del code
+        return self._check(result, "seccomp")
