@@ -171,8 +171,8 @@ def add_mount(**mount: object) -> Edit:
 # (edit, the expected stderr line, or its start when it ends with "...")
 BAD_CONFIGS: dict[str, tuple[Edit, str]] = {
     "resources": (
-        set_path("linux.resources", {"memory": {"limit": 1 << 30}}),
-        "config.json: linux.resources: not supported by corral...",
+        set_path("linux.resources", {"memory": {"limit": "1G"}}),
+        "config.json: linux.resources.memory.limit: must be an integer...",
     ),
     "seccomp": (
         set_path("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW"}),
