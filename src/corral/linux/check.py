@@ -136,7 +136,9 @@ def _check_optional_features(request: CreateRequest) -> None:
     if (spec.raw.get("linux") or {}).get("seccomp") is not None:
         from corral.linux import seccomp
 
-        seccomp.check_seccomp(spec)  # also: libseccomp installed, flags this kernel has
+        # Also: libseccomp installed, flags this kernel has; the program compiled, or read
+        # from the cache in the state root.
+        seccomp.check_seccomp(spec, cache_dir=request.state_dir.rpartition("/")[0])
     if _wanted(spec, "linux.personality"):
         from corral.linux import personality
 

@@ -1,6 +1,6 @@
 """``linux.seccomp``: the OCI profile, checked, compiled by libseccomp, loaded.
 
-Three steps, so the pure one can be tested without root or the library:
+Four steps, so the pure one can be tested without root or the library:
 
 1. :func:`parse_profile` checks the JSON and turns it into a :class:`Profile` of
    numbers (actions, operators, flags): every mistake is a
@@ -9,9 +9,16 @@ Three steps, so the pure one can be tested without root or the library:
 2. :func:`compile_profile` makes the libseccomp calls (:mod:`corral.linux.libseccomp`):
    ``seccomp_init`` with the default action, the flags as filter attributes, the
    architectures, one rule per syscall name;
-3. :func:`load_seccomp` loads the filter into the calling thread (``seccomp_load``)
-   and, with ``SCMP_ACT_NOTIFY`` rules, hands the listener descriptor on
-   (:mod:`corral.linux.seccomp_notify`).
+3. :func:`compiled_program` has libseccomp generate the BPF program
+   (``seccomp_export_bpf``) and caches it: in memory, and as a file in the state root
+   keyed by a hash of the profile (generation costs ~15 ms for podman's profile, more
+   than the rest of ``create``'s seccomp work together);
+4. :func:`load_seccomp` loads that program into the calling thread with seccomp(2)
+   (the flags libseccomp would use) and, with ``SCMP_ACT_NOTIFY`` rules, hands the
+   listener descriptor on (:mod:`corral.linux.seccomp_notify`).
+
+``create`` runs steps 1-3 in its check, before anything exists, so a bad profile
+leaves nothing behind; the init, forked afterwards, finds the program in memory.
 
 runc's rules, which clients rely on, are kept:
 
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from corral.linux.libseccomp import Libseccomp
+    from corral.linux.syscalls import Syscalls
     from corral.spec.model import Spec
 
 # libseccomp's action values (seccomp.h); ERRNO and TRACE carry 16 bits of data.
@@ -305,15 +313,18 @@ def library() -> Libseccomp:
         raise ConfigError("linux.seccomp", NOT_INSTALLED) from None
 
 
-def check_seccomp(spec: Spec) -> None:
+def check_seccomp(spec: Spec, *, cache_dir: str = "") -> None:
     """What ``create`` verifies before anything exists: the profile, the library, the
-    architectures, flags and the listener this library and kernel can do."""
+    architectures, flags and the listener this library and kernel can do; then the
+    program is compiled (or read from ``cache_dir``), so its errors come now too and
+    the init, forked later, finds it in memory."""
     raw = (spec.raw.get("linux") or {}).get("seccomp")
     if raw is None:
         return
     profile = parse_profile(raw)
     lib = library()
     check_support(lib, profile)
+    compiled_program(raw, cache_dir=cache_dir)
 
 
 def check_support(lib: Libseccomp, profile: Profile) -> None:
@@ -443,10 +454,121 @@ def _why(error: OSError) -> str:
 
 
 def preload() -> None:
-    """Open libseccomp now: the container's init calls this before ``pivot_root``,
-    after which the host's library file is out of reach."""
+    """Import now what loading needs: the container's init calls this before
+    ``pivot_root``, after which the host's library file is out of reach."""
     library()
     from corral.linux import libseccomp, seccomp_notify  # noqa: F401
+
+
+# seccomp(2) flags (linux/seccomp.h) of the profile's flags, for loading a compiled program.
+_KERNEL_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1,
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
+}
+_NEW_LISTENER = 8
+_TSYNC_ESRCH = 16  # with a listener, TSYNC must report failure as ESRCH, not a tid
+CACHE_PREFIX = "seccomp-"  # <state root>/seccomp-<sha256>.bpf: files, never container ids
+_compiled: dict[str, bytes] = {}  # profile JSON -> program, for this process and its forks
+
+
+def kernel_flags(profile: Profile) -> int:
+    """The seccomp(2) flags libseccomp would pass when loading ``profile``."""
+    flags = 0
+    for name, _ in profile.flags:
+        flags |= _KERNEL_FLAGS[name]
+    if profile.notify:
+        flags |= _NEW_LISTENER
+        if flags & _KERNEL_FLAGS["SECCOMP_FILTER_FLAG_TSYNC"]:
+            flags |= _TSYNC_ESRCH
+    return flags
+
+
+def compiled_program(
+    raw: object,
+    *,
+    where: str = "linux.seccomp",
+    cache_dir: str = "",
+    debug: Callable[[str], None] | None = None,
+) -> bytes:
+    """The BPF program (struct sock_filter[]) of the profile ``raw``.
+
+    libseccomp builds it (:func:`compile_profile`, then ``seccomp_export_bpf``): about
+    15 ms for podman's profile (docs/seccomp.md), so it is kept, in memory for this
+    process (the init, forked after ``create`` checked the profile, finds it there), and
+    in ``cache_dir`` as ``seccomp-<sha256>.bpf``, keyed by the profile's JSON, the
+    library's version, its API level (what the kernel supports) and the machine.
+    """
+    from corral.core import jsonio
+
+    text = jsonio.dumps(raw)
+    if text in _compiled:
+        return _compiled[text]
+    profile = parse_profile(raw, where)
+    lib = library()
+    path = f"{cache_dir}/{CACHE_PREFIX}{_cache_key(lib, text)}.bpf" if cache_dir else ""
+    program = _read_cache(path) if path else b""
+    if not program:
+        program = _export(lib, profile, debug)
+        if path:
+            _write_cache(path, program)
+    _compiled[text] = program
+    return program
+
+
+def _cache_key(lib: Libseccomp, text: str) -> str:
+    import hashlib
+    import os
+
+    identity = f"{_version(lib)} {lib.api_level()} {os.uname().machine}\n{text}"
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _export(lib: Libseccomp, profile: Profile, debug: Callable[[str], None] | None) -> bytes:
+    import os
+
+    ctx = compile_profile(lib, profile, debug=debug)
+    fd = os.memfd_create("corral-seccomp", os.MFD_CLOEXEC)
+    try:
+        try:
+            lib.export_bpf(ctx, fd)
+        except OSError as error:
+            raise CreateError(f"{profile.where}: generating the filter: {_why(error)}") from None
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+        lib.release(ctx)
+
+
+def _read_cache(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return b""
+    return data if data and len(data) % 8 == 0 else b""  # whole sock_filter entries
+
+
+def _write_cache(path: str, program: bytes) -> None:
+    """Write atomically (a reader sees the whole program or none); a failure only
+    costs the next ``create`` the compilation."""
+    import os
+
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, program)
+        finally:
+            os.close(fd)
+        os.rename(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 
 
 def load_seccomp(
@@ -456,8 +578,10 @@ def load_seccomp(
     where: str = "linux.seccomp",
     hand_over: Callable[[int], None] | None = None,
     debug: Callable[[str], None] | None = None,
+    sc: Syscalls | None = None,
 ) -> None:
-    """Compile the profile ``raw`` and load it into the calling thread.
+    """Load the profile ``raw`` into the calling thread (compiled by
+    :func:`compiled_program`, so usually already in memory or in the cache).
 
     With ``SCMP_ACT_NOTIFY`` rules the filter comes with a listener descriptor, which
     must reach ``listenerPath`` before this process execs (else the notified calls
@@ -475,21 +599,21 @@ def load_seccomp(
     import os
 
     profile = parse_profile(raw, where)
-    lib = library()
-    ctx = compile_profile(lib, profile, debug=debug)
+    program = compiled_program(raw, where=where, debug=debug)
+    if sc is None:
+        from corral.linux.syscalls import Syscalls
+
+        sc = Syscalls()
     try:
-        try:
-            lib.load(ctx)
-        except OSError as error:
-            reason = _why(error)
-            if error.errno == 13:  # EACCES
-                reason += " (loading needs CAP_SYS_ADMIN or no_new_privs)"
-            raise CreateError(f"{where}: loading the filter: {reason}") from None
-        notify_fd = lib.notify_fd(ctx) if profile.notify else -1
-    finally:
-        lib.release(ctx)
-    if notify_fd < 0:
+        result = sc.seccomp_set_mode_filter(kernel_flags(profile), program)
+    except OSError as error:
+        reason = _why(error)
+        if error.errno == 13:  # EACCES
+            reason += " (loading needs CAP_SYS_ADMIN or no_new_privs)"
+        raise CreateError(f"{where}: loading the filter: {reason}") from None
+    if not profile.notify:
         return
+    notify_fd = result
     try:
         if hand_over is not None:
             hand_over(notify_fd)
