@@ -68,9 +68,29 @@ class FakeLib:
     def load(self, ctx: int) -> None:
         self.calls.append(("load",))
 
-    def notify_fd(self, ctx: int) -> int:
-        self.calls.append(("notify_fd",))
-        return os.open("/dev/null", os.O_RDONLY)
+    def export_bpf(self, ctx: int, fd: int) -> None:
+        # A stand-in program: one sock_filter per rule recorded so far.
+        self.calls.append(("export",))
+        os.write(fd, b"\x06\x00\x00\x00\x00\x00\xff\x7f" * max(1, len(rules(self))))
+
+
+class FakeSyscalls:
+    """Records seccomp(2); with NEW_LISTENER it returns a descriptor (of /dev/null)."""
+
+    def __init__(self, error: int = 0) -> None:
+        self.loaded: list[tuple[int, bytes]] = []
+        self.error = error
+
+    def seccomp_set_mode_filter(self, flags: int, program: bytes) -> int:
+        if self.error:
+            raise OSError(self.error, "seccomp")
+        self.loaded.append((flags, program))
+        return os.open("/dev/null", os.O_RDONLY) if flags & 8 else 0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seccomp, "_compiled", {})
 
 
 def rules(lib: FakeLib) -> list[tuple[Any, ...]]:
@@ -421,44 +441,102 @@ def test_config_without_seccomp_does_not_open_the_library(monkeypatch: pytest.Mo
 # -- loading and the notify hand-off --------------------------------------------------------
 
 
-def test_load_then_release(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_installs_the_exported_program(monkeypatch: pytest.MonkeyPatch) -> None:
     lib = FakeLib()
     monkeypatch.setattr(seccomp, "library", lambda: lib)
-    load_seccomp(allow_but({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}))
-    assert lib.calls[-1] == ("load",)
-    assert lib.released == [101]
+    sc = FakeSyscalls()
+    raw = allow_but(
+        {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}, flags=["SECCOMP_FILTER_FLAG_LOG"]
+    )
+    load_seccomp(raw, sc=sc)  # type: ignore[arg-type]
+    assert sc.loaded == [(2, b"\x06\x00\x00\x00\x00\x00\xff\x7f")]  # LOG, one rule
+    assert lib.released == [101]  # the compiled context is freed after the export
+
+
+def test_program_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = FakeLib()
+    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    raw = allow_but({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    first = seccomp.compiled_program(raw)
+    assert seccomp.compiled_program(raw) == first
+    assert [c for c in lib.calls if c[0] == "export"] == [("export",)]
+
+
+def test_program_cache_file_in_the_state_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    lib = FakeLib()
+    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    raw = allow_but({"names": ["mkdir", "kill"], "action": "SCMP_ACT_ERRNO"})
+    program = seccomp.compiled_program(raw, cache_dir=str(tmp_path))
+    (cached,) = tmp_path.iterdir()
+    assert cached.name.startswith("seccomp-") and cached.name.endswith(".bpf")
+    assert cached.read_bytes() == program
+    assert oct(cached.stat().st_mode & 0o777) == "0o600"
+    # Another process (an empty memory cache) reads the file instead of compiling.
+    monkeypatch.setattr(seccomp, "_compiled", {})
+    again = FakeLib()
+    monkeypatch.setattr(seccomp, "library", lambda: again)
+    assert seccomp.compiled_program(raw, cache_dir=str(tmp_path)) == program
+    assert ("export",) not in again.calls
+    # A different profile is another file.
+    seccomp.compiled_program(allow_but(), cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_corrupt_cache_file_is_recompiled(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    lib = FakeLib()
+    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    raw = allow_but({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    program = seccomp.compiled_program(raw, cache_dir=str(tmp_path))
+    (cached,) = tmp_path.iterdir()
+    cached.write_bytes(b"short")  # not whole sock_filter entries
+    monkeypatch.setattr(seccomp, "_compiled", {})
+    again = FakeLib()
+    monkeypatch.setattr(seccomp, "library", lambda: again)
+    assert seccomp.compiled_program(raw, cache_dir=str(tmp_path)) == program
+    assert ("export",) in again.calls
+    assert cached.read_bytes() == program
+
+
+@pytest.mark.parametrize(
+    ("flags", "notify", "expected"),
+    [
+        ([], False, 0),
+        (["SECCOMP_FILTER_FLAG_TSYNC"], False, 1),
+        (["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"], False, 36),
+        ([], True, 8),
+        (["SECCOMP_FILTER_FLAG_TSYNC"], True, 1 | 8 | 16),  # TSYNC_ESRCH with a listener
+    ],
+)
+def test_kernel_flags(flags: list[str], notify: bool, expected: int) -> None:
+    entry = {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY" if notify else "SCMP_ACT_LOG"}
+    profile = parse_profile(allow_but(entry, flags=flags, listenerPath="/a.sock"))
+    assert seccomp.kernel_flags(profile) == expected
 
 
 def test_load_failure_explains_eacces(monkeypatch: pytest.MonkeyPatch) -> None:
-    lib = FakeLib()
-
-    def refuse(ctx: int) -> None:
-        raise OSError(errno.EACCES, "seccomp_load")
-
-    lib.load = refuse  # type: ignore[method-assign]
-    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    monkeypatch.setattr(seccomp, "library", FakeLib)
     with pytest.raises(CreateError, match="needs CAP_SYS_ADMIN or no_new_privs"):
-        load_seccomp(allow_but())
-    assert lib.released
+        load_seccomp(allow_but(), sc=FakeSyscalls(errno.EACCES))  # type: ignore[arg-type]
 
 
 def test_notify_fd_is_handed_over_then_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    lib = FakeLib()
-    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    monkeypatch.setattr(seccomp, "library", FakeLib)
     seen: list[int] = []
     raw = allow_but({"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}, listenerPath="/a.sock")
-    load_seccomp(raw, hand_over=seen.append)
+    sc = FakeSyscalls()
+    load_seccomp(raw, hand_over=seen.append, sc=sc)  # type: ignore[arg-type]
     assert len(seen) == 1
+    assert sc.loaded[0][0] == 8  # SECCOMP_FILTER_FLAG_NEW_LISTENER
     with pytest.raises(OSError):
         os.fstat(seen[0])  # closed after the hand-off
-    assert ("notify_fd",) in lib.calls
 
 
 def test_notify_sent_directly_to_the_listener(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    lib = FakeLib()
-    monkeypatch.setattr(seccomp, "library", lambda: lib)
+    monkeypatch.setattr(seccomp, "library", FakeLib)
     path = str(tmp_path / "agent.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
@@ -466,7 +544,7 @@ def test_notify_sent_directly_to_the_listener(
     raw = allow_but({"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}, listenerPath=path,
                     listenerMetadata="meta")  # fmt: skip
     state = {"ociVersion": "1.3.0", "id": "c1", "status": "running", "pid": 7, "bundle": "/b"}
-    load_seccomp(raw, container_state=state)
+    load_seccomp(raw, container_state=state, sc=FakeSyscalls())  # type: ignore[arg-type]
     connection, _ = server.accept()
     data, ancillary, _, _ = connection.recvmsg(65536, socket.CMSG_SPACE(16))
     import json
