@@ -17,7 +17,7 @@ from corral.cli.update_cmd import (
     read_resources_document,
     update_resources_from_flags,
 )
-from corral.errors import ConfigError, UsageError
+from corral.errors import ConfigError, CorralError, UsageError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -228,9 +228,10 @@ def test_cmd_update_resources_file_wins_over_flags(
     assert recorder.calls == [("/tmp/r", "c1", {"pids": {"limit": 9}}, {})]
 
 
-def test_cmd_update_passes_intel_rdt_apart(recorder: type[Recorder]) -> None:
-    run("--l3-cache-schema", "L3:0=f")
-    assert recorder.calls == [("/tmp/r", "c1", {}, {"intel_rdt": {"l3CacheSchema": "L3:0=f"}})]
+def test_cmd_update_refuses_intel_rdt_rather_than_ignore_it(recorder: type[Recorder]) -> None:
+    with pytest.raises(CorralError, match=r"^--mem-bw-schema: updating Intel RDT"):
+        run("--mem-bw-schema", "MB:0=50", "--memory", "1m")
+    assert recorder.calls == []
 
 
 def test_cmd_update_refuses_before_calling_the_runtime(recorder: type[Recorder]) -> None:

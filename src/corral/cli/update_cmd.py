@@ -13,7 +13,7 @@ Either document is checked before the container is touched
 (:func:`corral.linux.cgroups.convert.check_resources`), so a bad value is one line
 naming the flag or the field. ``--l3-cache-schema``/``--mem-bw-schema`` are not
 cgroup resources: :func:`intel_rdt_from_flags` makes them a ``linux.intelRdt``
-fragment handed to the runtime separately.
+fragment, which the runtime cannot apply yet, so they are refused.
 
 The runtime (``Runtime.update``) merges the document into the container's current
 resources and writes the cgroup files.
@@ -21,7 +21,7 @@ resources and writes the cgroup files.
 
 from __future__ import annotations
 
-from corral.errors import ConfigError, UsageError
+from corral.errors import ConfigError, CorralError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,6 +136,9 @@ def update_resources_from_flags(parsed: Parsed) -> dict[str, Any]:
     return resources
 
 
+_RDT_FLAGS = {"l3CacheSchema": "--l3-cache-schema", "memBwSchema": "--mem-bw-schema"}
+
+
 def intel_rdt_from_flags(parsed: Parsed) -> dict[str, str]:
     """``--l3-cache-schema``/``--mem-bw-schema`` as ``linux.intelRdt`` keys ({} if neither)."""
     out = {}
@@ -189,9 +192,10 @@ def cmd_update(options: Parsed, parsed: Parsed) -> int:
     else:
         resources = update_resources_from_flags(parsed)
     intel_rdt = intel_rdt_from_flags(parsed)
-    runtime = Runtime(options.text("root"))
     if intel_rdt:
-        runtime.update(parsed.args[0], resources, intel_rdt=intel_rdt)  # type: ignore[attr-defined]
-    else:
-        runtime.update(parsed.args[0], resources)  # type: ignore[attr-defined]
+        # Checked, but not applied: Runtime.update takes cgroup resources only. Refused
+        # rather than ignored.
+        names = " and ".join(_RDT_FLAGS[key] for key in intel_rdt)
+        raise CorralError(f"{names}: updating Intel RDT schemata is not supported by corral yet")
+    Runtime(options.text("root")).update(parsed.args[0], resources)
     return 0
