@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
-from corral.errors import CorralError, UsageError
+from corral.errors import ContainerNotRunningError, CorralError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -169,6 +169,8 @@ def _stream(runtime: Runtime, record: Record, interval: float) -> int:
                     next_stats = time.monotonic() + interval
                 try:
                     _emit_stats(runtime, record)
+                except ContainerNotRunningError:
+                    continue  # it stopped since the check above: the next one ends the stream
                 except CorralError as error:
                     # As runc: a failed read is reported and the stream goes on.
                     sys.stderr.write(f"corral: {error}\n")
