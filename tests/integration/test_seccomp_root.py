@@ -65,6 +65,12 @@ def with_seccomp(
     return edit
 
 
+def leftovers(root: str) -> list[str]:
+    """What a failed create left in the state root (the program cache is expected)."""
+    names = os.listdir(root) if os.path.exists(root) else []
+    return [name for name in names if not name.startswith("seccomp-")]
+
+
 def allow_but(*rules: dict[str, Any]) -> dict[str, Any]:
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": list(rules)}
 
@@ -250,7 +256,7 @@ def test_unsupported_flag_names_the_field(
     result = corral("run", "--bundle", str(bundle), container_id, check=False)
     assert result.returncode != 0
     assert "linux.seccomp.flags[1]" in result.stderr
-    assert not os.path.exists(corral.root) or os.listdir(corral.root) == []
+    assert leftovers(corral.root) == []
 
 
 def test_supported_flags_load(run_inside: RunInside) -> None:
@@ -380,4 +386,26 @@ def test_notify_without_a_listener_fails_create(
     result = corral("run", "--bundle", str(bundle), container_id, check=False)
     assert result.returncode != 0
     assert f'linux.seccomp.listenerPath "{tmp_path}/nobody-listens.sock"' in result.stderr
-    assert not os.path.exists(corral.root) or os.listdir(corral.root) == []
+    assert leftovers(corral.root) == []
+
+
+def test_compiled_program_is_cached_in_the_state_root(
+    corral: Corral, make_bundle: Callable[..., Path], container_id: str
+) -> None:
+    profile = allow_but({"names": MKDIR, "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXFULL})
+    bundle = make_bundle(["sh", "-c", "mkdir /tmp/d"], edit=with_seccomp(profile))
+    result = corral("run", "--bundle", str(bundle), container_id, check=False)
+    assert os.strerror(errno.EXFULL) in result.stderr
+    (cached,) = [name for name in os.listdir(corral.root) if name.startswith("seccomp-")]
+    # A second container loads the cached program: corrupt its instructions' return
+    # values (RET ERRNO|EXFULL -> RET ERRNO|EROFS) and the new errno shows.
+    path = os.path.join(corral.root, cached)
+    with open(path, "rb") as f:
+        program = f.read()
+    old = struct.pack("<I", 0x00050000 | errno.EXFULL)
+    assert old in program
+    with open(path, "wb") as f:
+        f.write(program.replace(old, struct.pack("<I", 0x00050000 | errno.EROFS)))
+    result = corral("run", "--bundle", str(bundle), container_id + "b", check=False)
+    assert os.strerror(errno.EROFS) in result.stderr
+    assert cached not in corral("list").stdout  # a file, never taken for a container

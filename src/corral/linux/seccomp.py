@@ -558,6 +558,8 @@ def _write_cache(path: str, program: bytes) -> None:
 
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
+        # The state root, made as the state store makes it when the first create comes.
+        os.makedirs(path.rpartition("/")[0], 0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, program)
