@@ -564,3 +564,40 @@ def test_check_before_update_compares_with_the_usage(cgroupfs: FakeCgroupfs) -> 
         manager.apply({"memory": {"limit": 4096, "checkBeforeUpdate": True}}, update=True)
     assert info.value.path == "linux.resources.memory.limit"
     assert written(cgroupfs, "memory.limit_in_bytes") == []
+
+
+def test_v2_apply_writes_the_plan_in_the_unified_directory(cgroupfs: FakeCgroupfs) -> None:
+    hierarchy = cgroupfs.v2_host()
+    manager = FsManager(hierarchy, "/c1")
+    manager.create()
+    manager.apply({"memory": {"limit": 1 << 30}, "pids": {"limit": 30}})
+    assert cgroupfs.content(f"{manager.unified_path}/memory.max") == str(1 << 30)
+    assert cgroupfs.content(f"{manager.unified_path}/pids.max") == "30"
+
+
+def test_v2_a_controller_not_enabled_for_the_cgroup_is_named(cgroupfs: FakeCgroupfs) -> None:
+    hierarchy = cgroupfs.v2_host()
+    cgroupfs.refuse_controllers = {"pids"}
+    manager = FsManager(hierarchy, "/c1")
+    manager.create()
+    with pytest.raises(ConfigError) as info:
+        manager.apply({"pids": {"limit": 30}})
+    assert info.value.path == "linux.resources.pids.limit"
+    assert "the pids controller is not enabled" in str(info.value)
+
+
+def test_v2_device_rules_become_a_program_on_the_cgroup(
+    cgroupfs: FakeCgroupfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.linux.cgroups import devices
+    from corral.spec.default import default_spec
+    from corral.spec.model import parse_config
+
+    attached: list[str] = []
+    monkeypatch.setattr(devices, "apply_v2_devices", lambda path, rules: attached.append(path))
+    hierarchy = cgroupfs.v2_host()
+    manager = FsManager(hierarchy, "/c1")
+    manager.spec = parse_config(default_spec(["true"]))
+    manager.create()
+    manager.apply({})
+    assert attached == [manager.unified_path]

@@ -203,7 +203,11 @@ class FsManager(CgroupManager):
             from corral.linux.cgroups.v2resources import plan_v2
 
             assert self.unified_path is not None
-            planned = plan_v2(resources, where=where)
+            try:
+                present: set[str] | None = set(fastos.listdir(self.unified_path))
+            except OSError:
+                present = None
+            planned = plan_v2(resources, where=where, files=present)
             available = set(read_text(f"{self.unified_path}/cgroup.controllers").split())
             for name, value, path in planned:
                 controller = name.split(".", 1)[0]
