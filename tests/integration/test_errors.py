@@ -175,8 +175,8 @@ BAD_CONFIGS: dict[str, tuple[Edit, str]] = {
         "config.json: linux.resources.memory.limit: must be an integer...",
     ),
     "seccomp": (
-        set_path("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW"}),
-        "config.json: linux.seccomp: not supported by corral...",
+        set_path("linux.seccomp", {"defaultAction": "SCMP_ACT_DENY"}),
+        "config.json: linux.seccomp.defaultAction: unknown seccomp action 'SCMP_ACT_DENY'",
     ),
     "hook path": (
         set_path("hooks", {"prestart": [{"path": "bin/true"}]}),
