@@ -601,3 +601,17 @@ def test_v2_device_rules_become_a_program_on_the_cgroup(
     manager.create()
     manager.apply({})
     assert attached == [manager.unified_path]
+
+
+def test_the_light_frozen_check_agrees_with_the_manager(cgroupfs: FakeCgroupfs) -> None:
+    from corral.linux.cgroups import is_frozen_record
+
+    for hierarchy in (cgroupfs.v2_host(), cgroupfs.v1_host(("freezer",), unified=True)):
+        manager = FsManager(hierarchy, f"/c-{hierarchy.mode}")
+        manager.create()
+        assert not is_frozen_record(manager.to_record())
+        manager.freeze()
+        assert is_frozen_record(manager.to_record())
+        assert is_frozen_record({"driver": "systemd", "fs": manager.to_record()})
+        manager.thaw()
+        assert not is_frozen_record(manager.to_record())

@@ -13,6 +13,12 @@ process sees it, then lets the init go on. On an error, a failing hook or silenc
 parent kills and reaps the child and raises :class:`~corral.errors.CreateError` (a
 :class:`~corral.core.hooks.HookError` names the hook); the mounts lived in the child's
 mount namespace, so nothing is left behind.
+
+The container's cgroup (:mod:`corral.linux.cgroups`) is made and given its limits
+before the fork; the init's first request, ``cgroup-join``, has the parent write its
+pid into it; on any failure, and on ``destroy``, what is left in it is killed and it is
+removed. ``pause``, ``resume``, ``kill --all``, ``processes``, ``update`` and ``stats``
+go through the manager rebuilt from the record's ``extra["cgroup"]``.
 """
 
 from __future__ import annotations
@@ -228,8 +234,12 @@ class LinuxBackend(Backend):
             manager.kill_all(signal)
 
     def is_paused(self, record: Record) -> bool:
-        manager = _manager(record)
-        return manager is not None and manager.is_frozen()
+        doc = record.extra.get("cgroup")
+        if not isinstance(doc, dict):
+            return False
+        from corral.linux.cgroups import is_frozen_record
+
+        return is_frozen_record(doc)
 
     def pause(self, record: Record) -> None:
         _require_manager(record, "pause").freeze()

@@ -20,3 +20,34 @@ from __future__ import annotations
 # user namespace, which may not write to the host's cgroupfs, ends up there; and it is
 # there before it unshares its cgroup namespace, whose root is then the container's cgroup.
 JOIN_REQUEST = "cgroup-join"
+
+
+def is_frozen_record(doc: dict[str, object]) -> bool:
+    """Whether the cgroup a state record describes is frozen, read without importing
+    the drivers (``state`` asks this of every running container). The same rule as
+    :meth:`.fs.FsManager.is_frozen`: the v1 freezer if the host has it, else v2's
+    ``cgroup.freeze``."""
+    from corral.core import fastos
+
+    inner = doc.get("fs")
+    if doc.get("driver") == "systemd" and isinstance(inner, dict):
+        doc = inner  # the systemd driver keeps the cgroupfs description under "fs"
+    hierarchy = doc.get("hierarchy")
+    v1_paths = doc.get("v1Paths")
+    mode = hierarchy.get("mode") if isinstance(hierarchy, dict) else None
+    if mode != "v2" and isinstance(v1_paths, dict) and "freezer" in v1_paths:
+        path, wanted, frozen = f"{v1_paths['freezer']}/freezer.state", b"THAWED", False
+    elif isinstance(doc.get("unifiedPath"), str):
+        path, wanted, frozen = f"{doc['unifiedPath']}/cgroup.freeze", b"1", True
+    else:
+        return False
+    try:
+        fd = fastos.open(path, fastos.O_RDONLY | fastos.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        text = fastos.read(fd, 64).strip()
+    finally:
+        fastos.close(fd)
+    # v1: anything but THAWED (FREEZING counts); v2: "1" was written.
+    return (text == wanted) == frozen
