@@ -457,6 +457,9 @@ def test_cli_run_in_a_systemd_scope(
     def edit(spec: dict[str, Any]) -> None:
         spec["linux"]["cgroupsPath"] = f"{test_slice}:corral:{container_id}"
         spec["linux"]["resources"] = {"memory": {"limit": 48 << 20}, "pids": {"limit": 30}}
+        # Without a cgroup namespace the container sees its cgroup paths as the host does.
+        namespaces = spec["linux"]["namespaces"]
+        spec["linux"]["namespaces"] = [ns for ns in namespaces if ns["type"] != "cgroup"]
 
     bundle = make_bundle(["cat", "/proc/self/cgroup"], edit=edit)
     result = corral("--systemd-cgroup", "run", "--bundle", str(bundle), container_id,
