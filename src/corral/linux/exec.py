@@ -187,8 +187,9 @@ def spawn_process(
         try:
             pid = os.fork()
             if pid == 0:
-                os.close(sync_r)
-                os.close(commit_w)
+                for fd in (sync_r, commit_w, own_pid_ns):
+                    if fd >= 0:
+                        os.close(fd)  # the host's pid namespace above all
                 _child(sc, spec, record, ns_fds, sync_w, commit_r, console_fd, preserve_fds)
         finally:
             if own_pid_ns >= 0:
