@@ -342,7 +342,8 @@ def hand_over_listener(sc: Syscalls, record: Record, spec: Spec, pid: int) -> No
 
 
 def join_cgroup(record: Record, pid: int, sub_paths: dict[str, str]) -> None:
-    """Put ``pid`` in the container's cgroup (``sub_paths``: ``--cgroup``)."""
+    """Put ``pid`` in the container's cgroup, or in the ``--cgroup`` sub-cgroups of it
+    (which must exist, as with runc)."""
     document = record.extra.get("cgroup")
     if not document:
         if sub_paths:
@@ -351,10 +352,59 @@ def join_cgroup(record: Record, pid: int, sub_paths: dict[str, str]) -> None:
     from corral.linux.cgroups.manager import manager_from_record
 
     manager = manager_from_record(document)
-    if sub_paths:
-        manager.add_process(pid, sub_paths=sub_paths)  # type: ignore[call-arg]
-    else:
+    if not sub_paths:
         manager.add_process(pid)
+        return
+    from corral.linux.cgroups.fs import write_pid
+
+    directories = sub_cgroup_directories(
+        manager.v1_paths, manager.hierarchy.v1_roots, manager.unified_path, sub_paths
+    )
+    for directory in directories:
+        try:
+            write_pid(directory, pid)
+        except OSError as error:
+            raise CreateError(f"--cgroup: joining {directory}: {error.strerror}") from None
+
+
+def sub_cgroup_directories(
+    v1_paths: dict[str, str],
+    v1_roots: dict[str, str],
+    unified_path: str | None,
+    sub_paths: dict[str, str],
+) -> list[str]:
+    """The cgroup directories to join with ``--cgroup`` (pure).
+
+    ``{"": path}`` descends ``path`` in every hierarchy; ``{controller: path}`` in that
+    controller's (and the controllers mounted with it: one process is in one cgroup
+    per hierarchy), the others staying in the container's cgroup. A controller the
+    container has no cgroup for is an error, as with runc.
+    """
+    for controller in sub_paths:
+        if controller and controller not in v1_paths:
+            raise UsageError(f"--cgroup: unknown controller {controller} (not in the container)")
+    everywhere = sub_paths.get("")
+    chosen: dict[str, str] = {}  # hierarchy (mount point) -> directory
+    for key, base in v1_paths.items():
+        root = v1_roots.get(key, key)
+        add = everywhere if everywhere is not None else sub_paths.get(key)
+        if add is not None:
+            chosen[root] = _below(base, add)
+        else:
+            chosen.setdefault(root, base)
+    directories = list(chosen.values())
+    if unified_path is not None:
+        directories.append(_below(unified_path, everywhere) if everywhere else unified_path)
+    return list(dict.fromkeys(directories))
+
+
+def _below(base: str, sub_path: str) -> str:
+    import posixpath
+
+    joined = posixpath.normpath(f"{base}/{sub_path.lstrip('/')}")
+    if not joined.startswith(base.rstrip("/") + "/"):
+        raise UsageError(f"--cgroup: {sub_path} is not a sub cgroup path")
+    return joined
 
 
 # -- the child ----------------------------------------------------------------------------
