@@ -626,3 +626,104 @@ def test_same_view_as_runc_exec(
     assert theirs.returncode == 0, theirs.stderr
     assert ours.stdout == theirs.stdout
     assert stopped.returncode == run_exec(corral, container_id, "sh", "-c", "exit 3").returncode
+
+
+# -- cgroups, pause ---------------------------------------------------------------------------
+
+
+def cgroup_record(corral: Corral, container_id: str) -> dict[str, Any]:
+    with open(f"{corral.root}/{container_id}/state.json") as f:
+        record: dict[str, Any] = json.load(f)["extra"].get("cgroup") or {}
+    if not record:
+        pytest.skip("the container has no cgroup on this host")
+    return record
+
+
+def own_cgroups(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return sorted(f.read().splitlines())
+
+
+def detached(corral: Corral, *args: str) -> int:
+    """``corral exec --detach --pid-file`` of ``args``; the host pid."""
+    pid_file = f"{corral.root}/../exec-{uuid.uuid4().hex[:8]}.pid"
+    corral(
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file,
+        *args,
+        stdin=subprocess.DEVNULL,
+        capture_output=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with open(pid_file) as f:
+        return int(f.read())
+
+
+def test_the_process_is_in_the_containers_cgroup(corral: Corral, running: str) -> None:
+    cgroup_record(corral, running)
+    pid = detached(corral, running, "sleep", "20")
+    assert own_cgroups(pid) == own_cgroups(corral.state(running)["pid"])
+    # And from inside, through the container's cgroup namespace, it is at its root.
+    inside = run_exec(corral, running, "cat", "/proc/self/cgroup").stdout.splitlines()
+    assert inside and all(line.endswith(":/") for line in inside)
+
+
+def test_cgroup_flag_joins_an_existing_sub_cgroup(corral: Corral, running: str) -> None:
+    record = cgroup_record(corral, running)
+    v1 = record.get("v1Paths") or {}
+    if "pids" in v1:
+        flag, directory, hierarchy = "pids:sub", f"{v1['pids']}/sub", "pids"
+    else:
+        flag, directory, hierarchy = "sub", f"{record['unifiedPath']}/sub", ""
+    missing = run_exec(corral, "--cgroup", flag, running, "true")
+    assert missing.returncode == 255
+    assert f"--cgroup: joining {directory}: No such file or directory" in missing.stderr
+    os.mkdir(directory)
+    try:
+        pid = detached(corral, "--cgroup", flag, running, "sleep", "20")
+        lines = dict(line.split(":", 2)[1:] for line in own_cgroups(pid))
+        init = dict(line.split(":", 2)[1:] for line in own_cgroups(corral.state(running)["pid"]))
+        assert lines[hierarchy] == init[hierarchy] + "/sub"
+        others = {key: value for key, value in lines.items() if key != hierarchy}
+        assert others == {key: value for key, value in init.items() if key != hierarchy}
+        os.kill(pid, 9)
+        assert wait_until(lambda: not os.path.exists(f"/proc/{pid}/cgroup"))
+    finally:
+        wait_until(lambda: _rmdir(directory))
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def test_paused_container_needs_ignore_paused(corral: Corral, running: str) -> None:
+    cgroup_record(corral, running)
+    corral("pause", running)
+    try:
+        refused = run_exec(corral, running, "true")
+        assert refused.returncode == 255
+        assert refused.stderr == (
+            "corral: exec failed: cannot exec in a paused container "
+            "(use --ignore-paused to override)\n"
+        )
+        # With it, the process joins the frozen cgroup and waits there for resume.
+        waiting = subprocess.Popen(
+            [*corral_command(), "--root", corral.root, "exec", "--ignore-paused", running, "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+        assert waiting.poll() is None
+    finally:
+        corral("resume", running)
+    assert waiting.wait(timeout=20) == 0

@@ -17,7 +17,7 @@ from corral.core.exec_request import (
     process_from_flags,
 )
 from corral.errors import ConfigError, IllegalStateError, UsageError
-from corral.linux.exec import join_order
+from corral.linux.exec import join_order, sub_cgroup_directories
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -342,3 +342,29 @@ def test_join_order_user_namespace_first_for_what_it_owns() -> None:
     order = join_order(fds, lambda fd: fd != 4)  # the network namespace is the host's child
     assert [name for name, _ in order] == ["network", "user", "ipc", "mount"]
     assert dict(order)["user"] == 5
+
+
+# -- --cgroup directories -------------------------------------------------------------------
+
+V1 = {"cpu": "/cg/cpu,cpuacct/c", "cpuacct": "/cg/cpu,cpuacct/c", "pids": "/cg/pids/c"}
+ROOTS = {"cpu": "/cg/cpu,cpuacct", "cpuacct": "/cg/cpu,cpuacct", "pids": "/cg/pids"}
+
+
+def test_sub_cgroup_everywhere() -> None:
+    found = sub_cgroup_directories(V1, ROOTS, "/cg/unified/c", {"": "/sub/x"})
+    assert found == ["/cg/cpu,cpuacct/c/sub/x", "/cg/pids/c/sub/x", "/cg/unified/c/sub/x"]
+
+
+def test_sub_cgroup_per_controller_moves_its_whole_hierarchy() -> None:
+    # cpuacct is mounted with cpu: the process can be in one cgroup of that hierarchy.
+    found = sub_cgroup_directories(V1, ROOTS, "/cg/unified/c", {"cpuacct": "s"})
+    assert found == ["/cg/cpu,cpuacct/c/s", "/cg/pids/c", "/cg/unified/c"]
+
+
+def test_sub_cgroup_unknown_controller_or_escape() -> None:
+    with pytest.raises(UsageError, match="unknown controller memory"):
+        sub_cgroup_directories(V1, ROOTS, None, {"memory": "s"})
+    with pytest.raises(UsageError, match="not a sub cgroup path"):
+        sub_cgroup_directories(V1, ROOTS, None, {"pids": "a/../.."})
+    with pytest.raises(UsageError, match="not a sub cgroup path"):
+        sub_cgroup_directories({}, {}, "/cg/unified/c", {"": "."})
