@@ -6,8 +6,8 @@ runc's rules and words: a ``created`` or ``running`` container takes new process
 in a stopped container"). It reads the container's ``config.json`` from the bundle
 (the base of the command-line form, and what a process.json inherits), builds the
 process (:mod:`corral.core.exec_request`), and hands it to the backend's
-``corral.<platform>.exec.spawn_process``, which returns a child set up inside the
-container and waiting for ``release()`` to exec (or ``abort()``).
+``corral.<platform>.exec.spawn_process``, which returns a :class:`WaitingProcess`: a
+child set up inside the container, waiting for ``release()`` to exec (or ``abort()``).
 
 Then, as ``runc exec`` does:
 
@@ -31,23 +31,61 @@ from corral.errors import IllegalStateError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any
 
     from corral.core.exec_request import ExecOptions
     from corral.core.runtime import Runtime
     from corral.core.state import Record
 
-    class Spawned(Protocol):
-        """What a backend's ``spawn_process`` returns."""
-
-        pid: int
-
-        def release(self) -> None: ...
-
-        def abort(self) -> None: ...
-
 
 WNOHANG = 1
+
+
+class WaitingProcess:
+    """A child a backend set up inside the container, waiting to exec its program.
+
+    The backend's child reports over ``sync_fd`` (:mod:`corral.core.handshake`) and
+    waits for :data:`~corral.core.handshake.COMMITTED` on ``commit_fd``; it keeps
+    ``sync_fd`` (close-on-exec) until execve(2), so end of file there means the program
+    runs, and a line means the exec failed.
+    """
+
+    __slots__ = ("_commit_fd", "_sync_fd", "pid")
+
+    def __init__(self, pid: int, sync_fd: int, commit_fd: int) -> None:
+        self.pid = pid
+        self._sync_fd = sync_fd
+        self._commit_fd = commit_fd
+
+    def release(self) -> None:
+        """Let the child exec its program; raise CreateError if the exec failed."""
+        from corral.core import fastos, handshake
+        from corral.core.procinfo import kill_and_reap
+        from corral.errors import CreateError
+
+        try:
+            fastos.write(self._commit_fd, handshake.COMMITTED)
+            answer = handshake.read_answer(self._sync_fd)  # {} at EOF: execve closed it
+        finally:
+            self._close()
+        if answer:
+            kill_and_reap(self.pid)
+            raise CreateError(str(answer.get("error") or "the process failed to start"))
+
+    def abort(self) -> None:
+        """Kill the child before it ran anything of the user's, and reap it."""
+        from corral.core.procinfo import kill_and_reap
+
+        self._close()
+        kill_and_reap(self.pid)
+
+    def _close(self) -> None:
+        from corral.core import fastos
+
+        for fd in (self._commit_fd, self._sync_fd):
+            if fd >= 0:
+                fastos.close(fd)
+        self._commit_fd = self._sync_fd = -1
 
 
 def check_exec_status(status: str, ignore_paused: bool) -> None:
@@ -83,12 +121,13 @@ def exec_in_container(runtime: Runtime, container_id: str, options: ExecOptions)
     terminal = spec.process.terminal
     check_exec_console(terminal, options.console_socket, detach=options.detach)
     cgroup_paths = parse_cgroup_flags(options.cgroups)
+    check_preserved_fds(options.preserve_fds)
     import importlib
 
     platform = importlib.import_module(f"corral.{runtime.backend.platform}.exec")
 
-    def spawn(console_socket: str | None) -> Spawned:
-        spawned: Spawned = platform.spawn_process(
+    def spawn(console_socket: str | None) -> WaitingProcess:
+        spawned: WaitingProcess = platform.spawn_process(
             record,
             spec,
             console_socket=console_socket,
@@ -104,6 +143,20 @@ def exec_in_container(runtime: Runtime, container_id: str, options: ExecOptions)
         _start(spawned, options.pid_file)
         return 0
     return _attached(spawned, options.pid_file)
+
+
+def check_preserved_fds(count: int) -> None:
+    """``--preserve-fds N``: fds 3 .. 3+N-1 must be open, as runc checks; else one of
+    corral's own descriptors could land there and be passed to the container."""
+    import os
+
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError as error:
+            raise UsageError(
+                f"--preserve-fds {count}: fd {fd} is not open ({error.strerror})"
+            ) from None
 
 
 def read_container_config(record: Record) -> dict[str, Any]:
@@ -124,7 +177,7 @@ def read_container_config(record: Record) -> dict[str, Any]:
     return document
 
 
-def _start(spawned: Spawned, pid_file: str) -> None:
+def _start(spawned: WaitingProcess, pid_file: str) -> None:
     """Let the program run, then write the pid file (killing it if that fails)."""
     spawned.release()
     if pid_file:
@@ -137,7 +190,7 @@ def _start(spawned: Spawned, pid_file: str) -> None:
             raise
 
 
-def _attached(spawned: Spawned, pid_file: str) -> int:
+def _attached(spawned: WaitingProcess, pid_file: str) -> int:
     from corral.core.run import _forward_signals, _restore, _wait
 
     previous: dict[int, object] = {}
@@ -157,7 +210,7 @@ def _attached(spawned: Spawned, pid_file: str) -> int:
 def _attached_with_terminal(spawn: Any, pid_file: str) -> int:
     from corral.core.run import run_with_terminal
 
-    started: list[Spawned] = []
+    started: list[WaitingProcess] = []
     released: list[bool] = []
 
     def create(socket_path: str) -> int:

@@ -18,9 +18,9 @@ In the runtime (parent):
    ``CLONE_NEWPID`` changes only where children are born), forks, and goes back to
    its own, so the child is born in the container's pid namespace.
 4. It serves the child's ``cgroup`` request (puts it in the container's cgroup, and
-   ``--cgroup`` sub-cgroups), waits for "ready", and on :meth:`LinuxExec.release`
-   lets it exec; the sync pipe closes at execve(2) (close-on-exec), or carries the
-   exec's error.
+   ``--cgroup`` sub-cgroups), waits for "ready", and on
+   :meth:`~corral.core.exec_container.WaitingProcess.release` lets it exec; the sync
+   pipe closes at execve(2) (close-on-exec), or carries the exec's error.
 
 In the child, until execve(2):
 
@@ -55,6 +55,7 @@ from __future__ import annotations
 import os
 
 from corral.core import handshake
+from corral.core.exec_container import WaitingProcess
 from corral.errors import CreateError, IllegalStateError, UsageError
 from corral.linux import syscalls as sc_
 
@@ -83,42 +84,6 @@ PROC_NAMESPACES = (
     ("cgroup", "cgroup"),
     ("time", "time"),
 )
-
-
-class LinuxExec:
-    """A child set up inside the container, waiting for :meth:`release` to exec."""
-
-    __slots__ = ("_commit_fd", "_sync_fd", "pid")
-
-    def __init__(self, pid: int, sync_fd: int, commit_fd: int) -> None:
-        self.pid = pid
-        self._sync_fd = sync_fd
-        self._commit_fd = commit_fd
-
-    def release(self) -> None:
-        """Let the child exec its program; raise CreateError if the exec failed."""
-        from corral.core.procinfo import kill_and_reap
-
-        try:
-            os.write(self._commit_fd, handshake.COMMITTED)
-            answer = handshake.read_answer(self._sync_fd)  # {} at EOF: execve closed it
-        finally:
-            os.close(self._commit_fd)
-            os.close(self._sync_fd)
-            self._commit_fd = self._sync_fd = -1
-        if answer:
-            kill_and_reap(self.pid)
-            raise CreateError(str(answer.get("error") or "the process failed to start"))
-
-    def abort(self) -> None:
-        """Kill the child before it ran anything of the user's, and reap it."""
-        from corral.core.procinfo import kill_and_reap
-
-        for fd in (self._commit_fd, self._sync_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._commit_fd = self._sync_fd = -1
-        kill_and_reap(self.pid)
 
 
 def check_exec_process(spec: Spec) -> None:
@@ -154,7 +119,7 @@ def spawn_process(
     console_socket: str | None,
     preserve_fds: int,
     cgroup_paths: dict[str, str],
-) -> LinuxExec:
+) -> WaitingProcess:
     """Start the exec'd process inside the container; it waits for ``release``.
 
     Raises IllegalStateError if the init is gone (or its pid reused), CreateError with
@@ -162,7 +127,6 @@ def spawn_process(
     """
     sc = sc_.Syscalls()
     check_exec_process(spec)
-    check_preserved_fds(preserve_fds)
     sc.prctl(sc_.PR_SET_DUMPABLE, 0)  # inherited by the child: see the module doc
     ns_fds = open_init_namespaces(record.pid, record.start_time)
     console_fd = -1
@@ -203,7 +167,7 @@ def spawn_process(
         for fd in [own_pid_ns, console_fd, sync_w, commit_r, *ns_fds.values()]:
             if fd >= 0:
                 os.close(fd)
-    spawned = LinuxExec(pid, sync_r, commit_w)
+    spawned = WaitingProcess(pid, sync_r, commit_w)
     handlers: dict[str, Callable[[], object]] = {
         CGROUP_REQUEST: lambda: join_cgroup(record, pid, cgroup_paths)
     }
@@ -219,18 +183,6 @@ def spawn_process(
         spawned.abort()
         raise
     return spawned
-
-
-def check_preserved_fds(count: int) -> None:
-    """``--preserve-fds N``: fds 3 .. 3+N-1 must be open, as runc checks; else one of
-    corral's own descriptors could land there and be passed to the container."""
-    for fd in range(3, 3 + count):
-        try:
-            os.fstat(fd)
-        except OSError as error:
-            raise UsageError(
-                f"--preserve-fds {count}: fd {fd} is not open ({error.strerror})"
-            ) from None
 
 
 def open_init_namespaces(pid: int, start_time: int, *, proc: str = "/proc") -> dict[str, int]:
