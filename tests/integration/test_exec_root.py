@@ -727,3 +727,22 @@ def test_paused_container_needs_ignore_paused(corral: Corral, running: str) -> N
     finally:
         corral("resume", running)
     assert waiting.wait(timeout=20) == 0
+
+
+def test_exec_cpu_affinity_final_is_the_programs(
+    corral: Corral, running: str, tmp_path: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    last = max(os.sched_getaffinity(0))
+    process = {
+        "args": ["grep", "Cpus_allowed_list", "/proc/self/status"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "execCPUAffinity": {"initial": f"0-{last}", "final": str(last)},
+    }
+    path = tmp_path / "process.json"
+    path.write_text(json.dumps(process))
+    result = run_exec(corral, "-p", str(path), running)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Cpus_allowed_list:", str(last)]
