@@ -358,7 +358,7 @@ def finish(master: int, pid: int) -> None:
     """Let the child of :func:`run_as_init` echo its line and exit; check it did."""
     os.write(master, b"x\n")
     read_until(master, b"echo:x\r\n")
-    assert os.waitpid(pid, 0)[1] == 0
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def _same_file(fd: int, inode: int) -> bool:
@@ -411,9 +411,12 @@ def test_setup_terminal_sends_the_master_and_takes_the_slave(dev_dir: str, short
         os.write(master, b"typed\n")
         # The line discipline echoes the input, then ONLCR makes the output's NL a CR NL.
         assert read_until(master, b"echo:typed\r\n") == b"typed\r\necho:typed\r\n"
+        # Reaped before the master is closed: closing it hangs the terminal up, and the
+        # kernel sends SIGHUP to the session leader whose controlling terminal it is
+        # (the child, between its echo and its _exit).
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     finally:
         os.close(master)
-    assert os.waitpid(pid, 0)[1] == 0
 
 
 @pytest.mark.parametrize("size", [None, (0, 80), (24, 0)])
