@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import subprocess
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
+from corral.backend import Backend, CreatedInit, CreateRequest
 from corral.cli import update_cmd
 from corral.cli.args import Parsed, parse
 from corral.cli.main import COMMANDS, GLOBAL_FLAGS
@@ -17,9 +20,14 @@ from corral.cli.update_cmd import (
     read_resources_document,
     update_resources_from_flags,
 )
+from corral.core.procinfo import read_start_time
+from corral.core.runtime import Runtime
+from corral.core.state import Record
 from corral.errors import ConfigError, CorralError, UsageError
+from corral.linux.cgroups.v2resources import plan_v2
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -238,3 +246,107 @@ def test_cmd_update_refuses_before_calling_the_runtime(recorder: type[Recorder])
     with pytest.raises(UsageError):
         run("--memory", "-2")
     assert recorder.calls == []
+
+
+# --- Runtime.update: the merged document reaches the backend ---------------------
+
+
+class UpdateBackend(Backend):
+    """Creates a real (sleeping) init with a cgroup record; records every update."""
+
+    platform = "fake"
+
+    def __init__(self, fail: ConfigError | None = None) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.updates: list[tuple[dict[str, Any], str]] = []
+        self.fail = fail
+
+    def check(self, request: CreateRequest) -> None:
+        pass
+
+    def create(self, request: CreateRequest) -> CreatedInit:
+        child = subprocess.Popen(["sleep", "60"])
+        self.children.append(child)
+        start_time = None
+        while start_time is None:
+            start_time = read_start_time(child.pid)
+        return CreatedInit(child.pid, start_time, {"cgroup": {"driver": "fake"}})
+
+    def commit(self, init: CreatedInit) -> None:
+        pass
+
+    def is_paused(self, record: Record) -> bool:
+        return False
+
+    def update(self, record: Record, resources: dict[str, Any], *, where: str) -> None:
+        self.updates.append((copy.deepcopy(resources), where))
+        if self.fail is not None:
+            raise self.fail
+
+
+@pytest.fixture
+def update_backend() -> Iterator[UpdateBackend]:
+    backend = UpdateBackend()
+    yield backend
+    for child in backend.children:
+        child.kill()
+        child.wait()
+
+
+def created(tmp_path: Path, backend: UpdateBackend, config_resources: dict[str, Any]) -> Runtime:
+    import json
+
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    config = {
+        "ociVersion": "1.3.0",
+        "root": {"path": "rootfs"},
+        "linux": {"resources": config_resources},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    runtime = Runtime(str(tmp_path / "root"), backend=backend)
+    runtime.create("c1", str(bundle))
+    return runtime
+
+
+def test_update_applies_the_change_over_the_config_resources(
+    tmp_path: Path, update_backend: UpdateBackend
+) -> None:
+    config = {"memory": {"limit": 256 << 20}, "cpu": {"quota": 20000, "period": 50000}}
+    runtime = created(tmp_path, update_backend, config)
+    runtime.update("c1", {"memory": {"swap": 512 << 20}})
+    runtime.update("c1", {"cpu": {"quota": 10000}})
+    first, second = (resources for resources, _where in update_backend.updates)
+    assert first == {
+        "memory": {"limit": 256 << 20, "swap": 512 << 20},
+        "cpu": {"quota": 20000, "period": 50000},
+    }
+    assert second["cpu"] == {"quota": 10000, "period": 50000}
+    assert second["memory"] == first["memory"]  # the first update is kept
+    # What cgroup v2 then writes: swap alone needs the limit, the quota keeps the period.
+    plan = {name: value for name, value, _path in plan_v2(second)}
+    assert plan["memory.swap.max"] == str(256 << 20)
+    assert plan["cpu.max"] == "10000 50000"
+
+
+def test_unlimited_memory_without_swap_drops_the_old_swap_limit(
+    tmp_path: Path, update_backend: UpdateBackend
+) -> None:
+    runtime = created(tmp_path, update_backend, {"memory": {"limit": 1 << 20, "swap": 1 << 20}})
+    runtime.update("c1", {"memory": {"limit": -1}})
+    merged = update_backend.updates[0][0]
+    assert merged == {"memory": {"limit": -1}}  # both unlimited, as a config saying so
+    plan = {name: value for name, value, _path in plan_v2(merged)}
+    assert plan["memory.max"] == plan["memory.swap.max"] == "max"
+
+
+def test_a_refused_update_changes_nothing_in_the_record(
+    tmp_path: Path, update_backend: UpdateBackend
+) -> None:
+    runtime = created(tmp_path, update_backend, {"pids": {"limit": 10}})
+    update_backend.fail = ConfigError("linux.resources.pids.limit", "refused")
+    with pytest.raises(ConfigError):
+        runtime.update("c1", {"pids": {"limit": 5}})
+    update_backend.fail = None
+    runtime.update("c1", {"memory": {"limit": 1 << 20}})
+    assert update_backend.updates[-1][0] == {"pids": {"limit": 10}, "memory": {"limit": 1 << 20}}

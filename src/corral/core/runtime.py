@@ -183,6 +183,10 @@ class Runtime:
             init = backend.create(request)
             record.pid, record.start_time = init.pid, init.start_time
             record.extra = init.extra
+            resources = (spec.raw.get("linux") or {}).get("resources")
+            if record.extra.get("cgroup") and isinstance(resources, dict):
+                # What `update` lays its fields over (runc keeps the whole config too).
+                record.extra["resources"] = resources
             if spec.hooks:
                 # poststart and poststop run from later calls: keep them with the record.
                 record.extra["hooks"] = spec.raw["hooks"]
@@ -336,20 +340,29 @@ class Runtime:
             self.store.unlock(lock)
 
     def update(
-        self, container_id: str, resources: dict[str, Any], *, where: str = "linux.resources"
+        self,
+        container_id: str,
+        resources: dict[str, Any],
+        *,
+        where: str = "linux.resources",
     ) -> None:
-        """Apply new limits (a ``linux.resources`` object) to a live container; they are
-        merged into the record's ``resources`` (what a later ``update`` starts from)."""
+        """Apply new limits (a ``linux.resources`` object) to a live container.
+
+        ``resources`` is laid over the container's current ones (the config's at
+        create, as changed by earlier updates) and the backend applies the MERGED
+        document, as runc does: cgroup v2 writes some limits from two fields
+        (``memory.swap.max`` = swap - limit, ``cpu.max`` = quota and period), so
+        ``--memory-swap`` alone needs the current memory limit and ``--cpu-quota``
+        alone must keep a custom period."""
         lock = self.store.lock(container_id)
         try:
             record = self.store.load(container_id)
             if self.status(record) not in _LIVE:
                 raise ContainerNotRunningError()
-            self.backend.update(record, resources, where=where)
             current = record.extra.get("resources")
-            record.extra["resources"] = _merge(
-                current if isinstance(current, dict) else {}, resources
-            )
+            merged = merge_resources(current if isinstance(current, dict) else {}, resources)
+            self.backend.update(record, merged, where=where)
+            record.extra["resources"] = merged
             self.store.save(record)
         finally:
             self.store.unlock(lock)
@@ -403,6 +416,25 @@ def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
             merged[key] = _merge(old, value)
         else:
             merged[key] = value
+    return merged
+
+
+def merge_resources(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``change`` (an update) laid over a container's ``linux.resources``.
+
+    One rule beyond the merge, runc's: a memory limit made unlimited (-1) with no word
+    on swap makes swap unlimited too, rather than keep a memory+swap limit that now
+    has no memory limit under it (v1 refuses it, v2 cannot convert it).
+    """
+    merged = _merge(base, change)
+    memory, changed = merged.get("memory"), change.get("memory")
+    if (
+        isinstance(memory, dict)
+        and isinstance(changed, dict)
+        and changed.get("limit") == -1
+        and changed.get("swap") is None
+    ):
+        memory.pop("swap", None)
     return merged
 
 
