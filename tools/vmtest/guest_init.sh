@@ -103,6 +103,7 @@ cat /proc/mounts >/mnt/vmtest/mounts
 cat /proc/cgroups >/mnt/vmtest/cgroups
 cat /sys/fs/cgroup/cgroup.controllers >/mnt/vmtest/cgroup.controllers
 uname -r >/mnt/vmtest/uname
+cut -d" " -f1 /proc/uptime >/mnt/vmtest/boot-seconds
 
 echo "VMTEST: running run.sh"
 sh /mnt/vmtest/run.sh </dev/null >/mnt/vmtest/output.log 2>&1

@@ -11,8 +11,10 @@ out, 125 the guest ended without reporting (a panic), 126 the VM cannot be had o
 up (see guest_init.sh). ``--prepare`` only builds the artifacts.
 
 The run directory keeps ``console.log`` (serial console), ``output.log`` (pytest),
-``mounts``, ``cgroups``, ``cgroup.controllers`` and ``uname`` (what the guest had) and
-``rc``; it is removed afterwards unless ``--run-dir`` names it or ``--keep`` is given.
+``mounts``, ``cgroups``, ``cgroup.controllers``, ``uname`` and ``boot-seconds`` (what the
+guest had, and its uptime when the tests started) and ``rc``; it is removed afterwards
+unless ``--run-dir`` names it or ``--keep`` is given. The guest mounts it at /mnt/vmtest,
+so ``--junitxml=/mnt/vmtest/junit.xml`` brings a report back.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ def main(argv: list[str]) -> int:
     python = guest_python(options.python)
     run_dir = options.run_dir or tempfile.mkdtemp(prefix="corral-vmtest-")
     os.makedirs(run_dir, exist_ok=True)
-    for stale in ("rc", "output.log", "mounts", "cgroups", "cgroup.controllers", "uname"):
+    facts = ("mounts", "cgroups", "cgroup.controllers", "uname", "boot-seconds")
+    for stale in ("rc", "output.log", "junit.xml", *facts):
         if os.path.exists(os.path.join(run_dir, stale)):
             os.unlink(os.path.join(run_dir, stale))
     try:
