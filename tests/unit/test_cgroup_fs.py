@@ -4,7 +4,8 @@
 fs driver sees it: ``mkdir`` in a hierarchy makes the interface files a new cgroup has
 (a v2 child's ``cgroup.controllers`` is its parent's ``subtree_control``), writes to
 ``cgroup.subtree_control``, ``cgroup.procs``, ``cgroup.freeze`` and ``freezer.state``
-change the state as the kernel does, v1 memory keeps limit <= memory+swap (EINVAL),
+change the state as the kernel does, v1 memory keeps limit <= memory+swap (EINVAL)
+and refuses a limit below ``memory.usage_in_bytes`` (EBUSY, as when reclaim fails),
 and ``rmdir`` of a populated cgroup or one with children is EBUSY.
 """
 
@@ -183,6 +184,9 @@ class FakeCgroupfs:
             )
             if int(limit) > int(memsw):
                 raise OSError(errno.EINVAL, "Invalid argument")
+            if int(value) < int(self.content(f"{directory}/memory.usage_in_bytes")):
+                # mem_cgroup_resize_max: reclaim could not bring the usage under it.
+                raise OSError(errno.EBUSY, "Device or resource busy")
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         return os.write(fd, value.encode())
@@ -500,6 +504,56 @@ def test_v1_lowering_memory_and_swap_retries_in_the_other_order(cgroupfs: FakeCg
     directory = f"{cgroupfs.v1_root}/memory/c1"
     assert cgroupfs.content(f"{directory}/memory.limit_in_bytes") == str(1 << 20)
     assert cgroupfs.content(f"{directory}/memory.memsw.limit_in_bytes") == str(2 << 20)
+
+
+def test_v1_a_limit_below_the_usage_is_named_with_its_cause(cgroupfs: FakeCgroupfs) -> None:
+    # update --memory 4k --memory-swap 4k on a container using 64 MiB: memsw first is
+    # EINVAL (below the current limit) and set aside; the limit is EBUSY, the real cause.
+    hierarchy = cgroupfs.v1_host(("memory",))
+    manager = FsManager(hierarchy, "/c1")
+    manager.create()
+    manager.apply({"memory": {"limit": 1 << 30, "swap": 1 << 30}})
+    directory = f"{cgroupfs.v1_root}/memory/c1"
+    cgroupfs._put(f"{directory}/memory.usage_in_bytes", str(64 << 20))
+    with pytest.raises(ConfigError) as info:
+        manager.apply({"memory": {"limit": 4096, "swap": 4096}}, update=True)
+    assert info.value.path == "linux.resources.memory.limit"
+    assert "Device or resource busy" in info.value.message
+    assert "uses more memory than this" in info.value.message
+    assert cgroupfs.content(f"{directory}/memory.limit_in_bytes") == str(1 << 30)
+    # memsw was tried once (EINVAL) and not retried once the limit had failed for good.
+    assert written(cgroupfs, "memory.memsw.limit_in_bytes").count("4096") == 1
+    assert cgroupfs.content(f"{directory}/memory.memsw.limit_in_bytes") == str(1 << 30)
+
+
+def test_v2_einval_is_retried_after_the_rest_of_its_controller_only(
+    cgroupfs: FakeCgroupfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cpu.max.burst above the current quota is EINVAL until cpu.max is raised; a pids
+    # write in between (another controller, same v2 directory) does not end the wait.
+    refused = {"cpu.max.burst": 1}
+    plan = [
+        ("/cg", "cpu.max.burst", "50000", "linux.resources.cpu.burst"),
+        ("/cg", "pids.max", "10", "linux.resources.pids.limit"),
+        ("/cg", "cpu.max", "100000 100000", "linux.resources.cpu.quota"),
+    ]
+    done: list[str] = []
+
+    def write(path: str, value: str) -> None:
+        name = path.rsplit("/", 1)[1]
+        if refused.get(name):
+            refused[name] -= 1
+            raise OSError(errno.EINVAL, "Invalid argument")
+        done.append(name)
+
+    monkeypatch.setattr(fs, "_write", write)
+    fs.write_all(plan)
+    assert done == ["pids.max", "cpu.max", "cpu.max.burst"]
+    refused["pids.max"] = 1  # the last write of its controller: final, named
+    done.clear()
+    with pytest.raises(ConfigError) as info:
+        fs.write_all(plan[1:2])
+    assert info.value.path == "linux.resources.pids.limit"
 
 
 def test_v1_a_field_whose_controller_is_not_mounted_is_named(cgroupfs: FakeCgroupfs) -> None:

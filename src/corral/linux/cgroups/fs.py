@@ -20,10 +20,12 @@ programs look for it, ``cgroup.kill`` works, and a config on a host without the 
 ``devices`` controller still gets its device rules, as an eBPF program there.
 
 Limits are written in the order the planners give (:mod:`.v1resources`,
-:mod:`.v2resources`, :mod:`.devices`); a write the kernel refuses with EINVAL or EBUSY
-is retried once after the others, as v1's memory and memory+swap limits must be raised
-in one order and lowered in the other. A controller a field needs but the host lacks
-is a :class:`~corral.errors.ConfigError` naming the field.
+:mod:`.v2resources`, :mod:`.devices`) under their ordering contract
+(:func:`.convert.write_plan`): a write the kernel refuses with EINVAL is retried once
+after the rest of its controller's writes, as v1's memory and memory+swap limits must
+be raised in one order and lowered in the other; EBUSY (a memory limit below the usage
+that reclaim cannot meet) is final and names its field. A controller a field needs
+but the host lacks is a :class:`~corral.errors.ConfigError` naming the field.
 
 The container's cgroup must be empty and thawed when it is taken (config-linux.md
 lets a runtime check a cgroup is "fit for purpose"). On removal the cgroup and any
@@ -411,28 +413,51 @@ def _write(path: str, value: str) -> None:
 
 
 def write_all(writes: list[tuple[str, str, str, str]]) -> None:
-    """Write (directory, file, value, JSON path) in order; EINVAL/EBUSY are retried
-    once after the rest (limits that depend on each other's current values)."""
-    deferred = []
-    for directory, name, value, path in writes:
-        try:
-            _write(f"{directory}/{name}", value)
-        except OSError as error:
-            if error.errno in (EINVAL, EBUSY):
-                deferred.append((directory, name, value, path))
-                continue
-            raise _write_error(directory, name, value, path, error) from None
-    for directory, name, value, path in deferred:
-        try:
-            _write(f"{directory}/{name}", value)
-        except OSError as error:
-            raise _write_error(directory, name, value, path, error) from None
+    """Write (directory, file, value, JSON path) under the planners' ordering
+    contract (:func:`.convert.write_plan`): a write refused with EINVAL while a later
+    write of the same controller follows is retried once after that controller's
+    last one (limits that must stay ordered, e.g. v1 memory <= memory+swap); any
+    other refusal, EBUSY included, is final and names its field at once."""
+    from corral.linux.cgroups.convert import WriteFailed, write_plan
+
+    try:
+        write_plan(writes, _controller_of, _write_item)
+    except WriteFailed as failed:
+        directory, name, value, path = failed.item
+        raise _write_error(directory, name, value, path, failed.error) from None
+
+
+def _controller_of(item: tuple[str, str, str, str]) -> str:
+    # One v2 directory holds every controller's files: the file name's prefix tells them
+    # apart (memory.max, cpu.max); on v1 the directory alone would do.
+    directory, name, _value, _path = item
+    return f"{directory}/{name.split('.', 1)[0]}"
+
+
+def _write_item(item: tuple[str, str, str, str]) -> None:
+    directory, name, value, _path = item
+    _write(f"{directory}/{name}", value)
+
+
+# Why the kernel refuses a limit with EBUSY: memory.limit_in_bytes below what the
+# cgroup uses, when reclaim cannot bring the usage under it (cgroup-v1/memory.rst,
+# mm/memcontrol.c mem_cgroup_resize_max); memsw likewise.
+_BUSY_REASONS = {
+    "memory.limit_in_bytes": "the cgroup uses more memory than this and it cannot be reclaimed",
+    "memory.memsw.limit_in_bytes": (
+        "the cgroup uses more memory+swap than this and it cannot be reclaimed"
+    ),
+}
 
 
 def _write_error(directory: str, name: str, value: str, path: str, error: OSError) -> ConfigError:
     if error.errno == ENOENT:
         return ConfigError(path, f"{directory}/{name} does not exist on this host")
-    return ConfigError(path, f'writing "{value}" to {directory}/{name}: {error.strerror}')
+    message = f'writing "{value}" to {directory}/{name}: {error.strerror}'
+    reason = _BUSY_REASONS.get(name) if error.errno == EBUSY else None
+    if reason is not None:
+        message += f" ({reason})"
+    return ConfigError(path, message)
 
 
 def write_pid(directory: str, pid: int) -> None:
