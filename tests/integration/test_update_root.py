@@ -150,6 +150,35 @@ def test_a_bad_value_is_one_line_naming_the_field_and_changes_nothing(
     assert read(corral, running, "pids", "pids.max") == "100"
 
 
+def test_a_memory_limit_below_the_usage_names_the_limit_and_its_cause(
+    corral: Corral, running: str
+) -> None:
+    if detect().mode == "v2":
+        pytest.skip("cgroup v2 takes a limit below the usage (it reclaims, then OOM-kills)")
+    with open("/proc/swaps") as f:
+        if len(f.read().splitlines()) > 1:
+            pytest.skip("with swap, reclaim may meet a 4k limit")
+    result = corral("update", "--memory", "4k", "--memory-swap", "4k", running, check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    # The cause (usage above the limit), not the memsw retry's EINVAL, and not config.json.
+    assert "update: linux.resources.memory.limit: " in lines[0]
+    assert "Device or resource busy" in lines[0]
+    assert "config.json" not in lines[0]
+    assert memory_limit(corral, running) == 256 * MIB
+
+
+def test_one_field_of_a_pair_keeps_the_other(corral: Corral, running: str) -> None:
+    # The merged document: swap alone keeps the limit (v2 writes swap - limit).
+    corral("update", "--memory-swap", "512m", running)
+    assert memory_limit(corral, running) == 256 * MIB
+    if detect().mode == "v2":
+        assert read(corral, running, "memory", "memory.swap.max") == str(256 * MIB)
+    else:
+        assert read(corral, running, "memory", "memory.memsw.limit_in_bytes") == str(512 * MIB)
+
+
 def test_a_field_this_hierarchy_cannot_apply_is_named(corral: Corral, running: str) -> None:
     document: dict[str, Any]
     if detect().mode == "v2":

@@ -345,8 +345,10 @@ def test_a_refused_update_changes_nothing_in_the_record(
 ) -> None:
     runtime = created(tmp_path, update_backend, {"pids": {"limit": 10}})
     update_backend.fail = ConfigError("linux.resources.pids.limit", "refused")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         runtime.update("c1", {"pids": {"limit": 5}})
+    # The document is the update's, not config.json.
+    assert str(info.value) == "update: linux.resources.pids.limit: refused"
     update_backend.fail = None
     runtime.update("c1", {"memory": {"limit": 1 << 20}})
     assert update_backend.updates[-1][0] == {"pids": {"limit": 10}, "memory": {"limit": 1 << 20}}

@@ -345,6 +345,7 @@ class Runtime:
         resources: dict[str, Any],
         *,
         where: str = "linux.resources",
+        source: str = "update",
     ) -> None:
         """Apply new limits (a ``linux.resources`` object) to a live container.
 
@@ -353,7 +354,8 @@ class Runtime:
         document, as runc does: cgroup v2 writes some limits from two fields
         (``memory.swap.max`` = swap - limit, ``cpu.max`` = quota and period), so
         ``--memory-swap`` alone needs the current memory limit and ``--cpu-quota``
-        alone must keep a custom period."""
+        alone must keep a custom period. A config error names the field under
+        ``where`` and says it comes from ``source``, not from ``config.json``."""
         lock = self.store.lock(container_id)
         try:
             record = self.store.load(container_id)
@@ -361,7 +363,14 @@ class Runtime:
                 raise ContainerNotRunningError()
             current = record.extra.get("resources")
             merged = merge_resources(current if isinstance(current, dict) else {}, resources)
-            self.backend.update(record, merged, where=where)
+            try:
+                self.backend.update(record, merged, where=where)
+            except ConfigError as error:
+                if error.source != "config.json":
+                    raise
+                # The cgroup code names config.json by default; this document is the
+                # update's (--resources or the flags) over the container's resources.
+                raise ConfigError(error.path, error.message, source=source) from None
             record.extra["resources"] = merged
             self.store.save(record)
         finally:
