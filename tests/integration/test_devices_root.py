@@ -405,3 +405,52 @@ def test_cli_hole_in_a_wildcard_is_a_config_error(
     assert "linux.resources.devices[2]: cannot deny c 4:1 w" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(os.path.join(corral.root, container_id))
+
+
+@requires_root
+@needs_fuse
+def test_cli_update_changes_the_device_rules_of_a_live_container(
+    corral: Corral, make_bundle: Callable[..., Path], container_id: str
+) -> None:
+    import json
+    import subprocess
+
+    from conftest import create_detached, wait_for_status
+
+    # The config of runc spec / containerd: deny everything (the standard devices stay).
+    bundle = make_bundle(["sleep", "1000"], edit=with_mknod([{"allow": False, "access": "rwm"}]))
+    create_detached(corral, bundle, container_id)
+    corral("start", container_id)
+    wait_for_status(corral, container_id, "running")
+
+    def probe() -> list[str]:
+        script = (
+            "[ -e /dev/m ] || mknod /dev/m c 10 229; "
+            "(: </dev/m) 2>/dev/null && echo OPEN-OK || echo OPEN-DENIED; "
+            "echo x >/dev/null && echo NULL-OK"
+        )
+        result = corral("exec", container_id, "sh", "-c", script, stdin=subprocess.DEVNULL)
+        return result.stdout.split()
+
+    def update(devices: list[dict[str, object]]) -> None:
+        corral("update", "--resources", "-", container_id, input=json.dumps({"devices": devices}))
+
+    assert probe() == ["OPEN-DENIED", "NULL-OK"]
+    rules: list[dict[str, object]] = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+    ]
+    update(rules)
+    assert probe() == ["OPEN-OK", "NULL-OK"]
+    update(rules)  # containerd sends the same rules with every update: fine, no change
+    assert probe() == ["OPEN-OK", "NULL-OK"]
+    corral("update", "--pids-limit", "50", container_id)  # other fields keep the rules
+    assert probe() == ["OPEN-OK", "NULL-OK"]
+    update(rules[:1])
+    assert probe() == ["OPEN-DENIED", "NULL-OK"]
+    bad = corral(
+        "update", "--resources", "-", container_id, check=False,
+        input=json.dumps({"devices": [{"allow": True, "type": "x"}]}),
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == 'corral: stdin: devices[0].type: must be a, b or c, not "x"'

@@ -12,6 +12,7 @@ and ``rmdir`` of a populated cgroup or one with children is EBUSY.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,7 @@ class FakeCgroupfs:
     def __init__(self, top: Path) -> None:
         self.top = str(top)
         self.writes: list[tuple[str, str]] = []
+        self.device_writes: list[tuple[str, str]] = []
         self.fds: dict[int, str] = {}
         self.refuse_controllers: set[str] = set()
         self.v1_root = f"{self.top}/v1"
@@ -176,6 +178,10 @@ class FakeCgroupfs:
             value = " ".join([*self.content(path).split(), value])
         elif name == "cgroup.freeze":
             self._put(f"{directory}/cgroup.events", f"populated 0\nfrozen {value}")
+        elif name in ("devices.allow", "devices.deny"):
+            self._device_write(directory, name == "devices.allow", value)
+            self.device_writes.append((name, value))
+            return len(data)
         elif name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
             limit, memsw = (
                 (value, self.content(f"{directory}/memory.memsw.limit_in_bytes"))
@@ -190,6 +196,31 @@ class FakeCgroupfs:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         return os.write(fd, value.encode())
+
+    def _device_write(self, directory: str, allow: bool, line: str) -> None:
+        """The v1 devices controller: its state (corral's model of it, which
+        test_devices_root.py checks against the kernel) shown in devices.list."""
+        from corral.linux.cgroups.devices import ANY, DeviceRule, parse_devices_list
+
+        kind, numbers, access = [*line.split(), "rwm", "rwm"][:3]
+        if kind == "a":
+            if any(entry.is_dir() for entry in os.scandir(directory)):
+                raise OSError(errno.EINVAL, "Invalid argument")  # no reset with children
+            major = minor = ANY
+        else:
+            major, minor = (ANY if n == "*" else int(n) for n in numbers.split(":"))
+        state = parse_devices_list(self.content(f"{directory}/devices.list"))
+        if state is None:  # default allow: the file hides its exceptions; none here
+            from corral.linux.cgroups.devices import DeviceState
+
+            state = DeviceState(default_allow=True)
+        state.apply(DeviceRule(allow, kind, major, minor, access))
+        listed = (
+            "a *:* rwm"
+            if state.default_allow
+            else "\n".join(entry.cgroup_string() for entry in state.entries())
+        )
+        self._put(f"{directory}/devices.list", listed)
 
 
 @pytest.fixture
@@ -602,12 +633,122 @@ def test_hybrid_without_a_devices_controller_uses_the_unified_tree(
     assert attached[0][1] > 1
 
 
-def test_update_leaves_device_rules_alone(cgroupfs: FakeCgroupfs) -> None:
-    hierarchy = cgroupfs.v1_host(("devices",))
-    manager = manager_from_record(FsManager(hierarchy, "/c1").to_record())
+# (Without a leading deny-all: that would reset the state, the config's nodes included.)
+FUSE_RULES = [{"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rw"}]
+
+
+def created_with_devices(
+    cgroupfs: FakeCgroupfs, hierarchy: Hierarchy, resources: dict[str, Any]
+) -> tuple[FsManager, dict[str, Any]]:
+    """A container's manager at create (config with a linux.devices node and
+    ``resources``), and the cgroup record an update rebuilds it from."""
+    from corral.spec.default import default_spec
+    from corral.spec.model import parse_config
+
+    document = default_spec(["true"])
+    document["linux"]["devices"] = [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]
+    document["linux"]["resources"] = resources
+    manager = FsManager(hierarchy, "/c1")
+    manager.spec = parse_config(document)
     manager.create()
-    manager.apply({"devices": [{"allow": True, "access": "rwm"}]}, update=True)
-    assert cgroupfs.writes == []
+    manager.apply(resources)
+    return manager, json.loads(json.dumps(manager.to_record()))
+
+
+def test_v1_update_applies_device_rules_as_the_difference(cgroupfs: FakeCgroupfs) -> None:
+    hierarchy = cgroupfs.v1_host(("devices", "pids"))
+    _, record = created_with_devices(cgroupfs, hierarchy, {"pids": {"limit": 5}})
+    devices_dir = f"{cgroupfs.v1_root}/devices/c1"
+    listed = cgroupfs.content(f"{devices_dir}/devices.list").splitlines()
+    assert "b 8:0 rwm" in listed  # the config's node
+    assert "c 10:229 rw" not in listed
+    cgroupfs.device_writes.clear()
+
+    manager = manager_from_record(record)
+    manager.apply({"pids": {"limit": 5}, "devices": FUSE_RULES}, update=True)
+    assert cgroupfs.device_writes == [("devices.allow", "c 10:229 rw")]  # no reset
+    after = cgroupfs.content(f"{devices_dir}/devices.list").splitlines()
+    assert sorted(after) == sorted([*listed, "c 10:229 rw"])
+
+    # containerd sends the same rules with every update: nothing to write, no error.
+    cgroupfs.device_writes.clear()
+    manager.apply({"pids": {"limit": 6}, "devices": FUSE_RULES}, update=True)
+    assert cgroupfs.device_writes == []
+    # Without devices in the (merged) resources the rules are left as they are.
+    manager.apply({"pids": {"limit": 7}}, update=True)
+    assert cgroupfs.device_writes == []
+    assert cgroupfs.content(f"{cgroupfs.v1_root}/pids/c1/pids.max") == "7"
+
+    # Taking the rule away revokes exactly it.
+    manager.apply({"devices": []}, update=True)
+    assert cgroupfs.device_writes == [("devices.deny", "c 10:229 rw")]
+    assert sorted(cgroupfs.content(f"{devices_dir}/devices.list").splitlines()) == sorted(listed)
+
+
+def test_v1_create_in_a_cgroup_with_children_needs_no_reset(cgroupfs: FakeCgroupfs) -> None:
+    # An existing (empty) cgroup that already has the rules and a sub-cgroup: the kernel
+    # refuses an "a" reset there (EINVAL); the difference is empty.
+    hierarchy = cgroupfs.v1_host(("devices",))
+    created_with_devices(cgroupfs, hierarchy, {"devices": FUSE_RULES})
+    cgroupfs.mkdir(f"{cgroupfs.v1_root}/devices/c1/sub")
+    cgroupfs.device_writes.clear()
+    created_with_devices(cgroupfs, hierarchy, {"devices": FUSE_RULES})
+    assert cgroupfs.device_writes == []
+
+
+def test_a_bad_device_rule_in_an_update_changes_nothing(cgroupfs: FakeCgroupfs) -> None:
+    hierarchy = cgroupfs.v1_host(("devices", "pids"))
+    _, record = created_with_devices(cgroupfs, hierarchy, {})
+    cgroupfs.writes.clear()
+    manager = manager_from_record(record)
+    hole = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 4, "access": "rw"},
+        {"allow": False, "type": "c", "major": 4, "minor": 1, "access": "w"},
+    ]
+    for devices, field in (
+        (hole, "devices[2]"),
+        ([{"allow": True, "type": "x"}], "devices[0].type"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            manager.apply({"pids": {"limit": 3}, "devices": devices}, update=True)
+        assert info.value.path == f"linux.resources.{field}"
+    assert cgroupfs.writes == []  # checked before the pids limit was written
+
+
+def test_device_update_without_the_nodes_in_the_record_is_refused(cgroupfs: FakeCgroupfs) -> None:
+    hierarchy = cgroupfs.v1_host(("devices",))
+    manager = FsManager(hierarchy, "/c1")
+    manager.create()
+    record = manager.to_record()
+    assert "deviceNodes" not in record  # no config: an older record looks like this
+    with pytest.raises(CorralError, match=r"^linux.resources.devices: the state of this"):
+        manager_from_record(record).apply({"devices": FUSE_RULES}, update=True)
+    assert cgroupfs.device_writes == []
+
+
+def test_v2_update_swaps_the_device_program(
+    cgroupfs: FakeCgroupfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.linux.cgroups import devices
+
+    attached: list[list[devices.DeviceRule]] = []
+    monkeypatch.setattr(devices, "apply_v2_devices", lambda path, rules: attached.append(rules))
+    hierarchy = cgroupfs.v2_host()
+    _, record = created_with_devices(cgroupfs, hierarchy, {})
+    manager = manager_from_record(record)
+    manager.apply({"pids": {"limit": 4}}, update=True)
+    assert len(attached) == 1  # create's only
+    manager.apply({"devices": FUSE_RULES}, update=True)
+    state = devices.device_state(attached[-1])
+    assert (
+        state.exceptions[("c", 10, 229)]
+        == devices.device_state([devices.DeviceRule(True, "c", 10, 229, "rw")]).exceptions[
+            ("c", 10, 229)
+        ]
+    )
+    assert ("b", 8, 0) in state.exceptions  # the config's node stays allowed
+    assert ("c", 1, 3) in state.exceptions  # and the standard devices
 
 
 def test_check_before_update_compares_with_the_usage(cgroupfs: FakeCgroupfs) -> None:

@@ -193,6 +193,13 @@ def test_resources_errors_name_the_document_and_field(tmp_path: Path) -> None:
         read_resources_document(str(path))
     with pytest.raises(UsageError, match="No such file"):
         read_resources_document(str(tmp_path / "missing.json"))
+    # Device rules are applied by update too, so they are checked here as well.
+    path.write_text('{"devices": [{"allow": true, "access": "rwx"}]}')
+    with pytest.raises(ConfigError) as info:
+        read_resources_document(str(path))
+    assert str(info.value) == (
+        f'{path}: devices[0].access: must be a combination of r, w and m, not "rwx"'
+    )
 
 
 # --- the command ---------------------------------------------------------------

@@ -484,7 +484,9 @@ def read_unified(resources: dict[str, Any], where: str, source: str) -> list[tup
 def check_resources(
     resources: object, *, where: str = "linux.resources", source: str = "config.json"
 ) -> None:
-    """Every check that does not depend on the host's cgroup version (for ``update``)."""
+    """Every check that does not depend on the host's cgroup version or the container
+    (for ``update``): the device rules are parsed, their combination with the
+    container's is checked when applied."""
     if not isinstance(resources, dict):
         raise ConfigError(where, "must be an object", source=source)
     read_memory(resources, where, source)
@@ -495,6 +497,14 @@ def check_resources(
     read_network(resources, where, source)
     read_rdma(resources, where, source)
     read_unified(resources, where, source)
+    from corral.linux.cgroups.devices import parse_device_rules
+
+    try:
+        parse_device_rules(resources, where=where)
+    except ConfigError as error:
+        if error.source == source:
+            raise
+        raise ConfigError(error.path, error.message, source=source) from None
 
 
 def check_memory_update(

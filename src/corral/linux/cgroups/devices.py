@@ -234,10 +234,42 @@ def effective_rules(
         linux = spec.raw.get("linux")
         resources = linux.get("resources") if isinstance(linux, dict) else None
         where = "linux.resources"
+    return combine_rules(config_device_rules(spec), resources, where=where)
+
+
+def combine_rules(
+    node_rules: list[DeviceRule],
+    resources: dict[str, Any] | None,
+    *,
+    where: str = "linux.resources",
+) -> list[DeviceRule]:
+    """The container's rules from the allow rules of its ``linux.devices`` nodes
+    (:func:`config_device_rules`, kept in the state record for ``update``) and a
+    ``linux.resources`` object's ``devices`` (pure)."""
     rules = [DeviceRule(False, "a", where="the initial deny-all")]
-    rules += config_device_rules(spec)
+    rules += node_rules
     rules += parse_device_rules(resources, where=where)
     rules += STANDARD_RULES
+    return rules
+
+
+def rules_to_record(rules: list[DeviceRule]) -> list[list[object]]:
+    """JSON-able rules: ``[allow, type, major, minor, access, where]`` each."""
+    return [[r.allow, r.type, r.major, r.minor, r.access, r.where] for r in rules]
+
+
+def rules_from_record(doc: object) -> list[DeviceRule]:
+    """The rules :func:`rules_to_record` wrote; ValueError if the record is damaged."""
+    if not isinstance(doc, list):
+        raise ValueError("device rules: not a list")
+    rules = []
+    for item in doc:
+        if not (isinstance(item, list) and len(item) == 6):
+            raise ValueError(f"device rules: bad entry {item!r}")
+        allow, kind, major, minor, access, where = item
+        rules.append(
+            DeviceRule(bool(allow), str(kind), int(major), int(minor), str(access), str(where))
+        )
     return rules
 
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from corral.linux.cgroups.devices import DeviceRule
     from corral.linux.cgroups.hierarchy import Hierarchy
 
 SIGKILL = 9
@@ -72,6 +73,7 @@ class FsManager(CgroupManager):
         self.hierarchy = hierarchy
         self.path = relative_path
         self.spec = None
+        self.device_nodes: list[Any] | None = None
         self.created: list[str] = []
         if own is None:
             own = {} if relative_path.startswith("/") else read_own_cgroups()
@@ -94,7 +96,7 @@ class FsManager(CgroupManager):
     # -- the record ---------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        doc = {
             "driver": self.driver,
             "hierarchy": self.hierarchy.to_record(),
             "path": self.path,
@@ -102,6 +104,16 @@ class FsManager(CgroupManager):
             "v1Paths": dict(self.v1_paths),
             "created": list(self.created),
         }
+        nodes = self.device_nodes
+        if self.spec is not None:
+            from corral.linux.cgroups import devices
+
+            # update rebuilds the manager from this record, without the config: the
+            # allow rules of its linux.devices nodes go with it.
+            nodes = devices.rules_to_record(devices.config_device_rules(self.spec))
+        if nodes is not None:
+            doc["deviceNodes"] = nodes
+        return doc
 
     @classmethod
     def from_record(cls, doc: dict[str, Any]) -> FsManager:
@@ -120,6 +132,9 @@ class FsManager(CgroupManager):
         self.unified_path = str(unified) if unified else None
         self.v1_paths = {str(k): str(v) for k, v in (doc.get("v1Paths") or {}).items()}
         self.created = [str(path) for path in doc.get("created") or []]
+        nodes = doc.get("deviceNodes")
+        # Parsed only by an update of the device rules (devices.rules_from_record).
+        self.device_nodes = list(nodes) if isinstance(nodes, list) else None
 
     # -- directories --------------------------------------------------------------------
 
@@ -187,13 +202,12 @@ class FsManager(CgroupManager):
         self, resources: dict[str, Any], *, where: str = "linux.resources", update: bool = False
     ) -> None:
         writes = self.plan(resources, where=where)
+        rules = self.device_rules(resources, where=where, update=update)
         if update and isinstance(resources.get("memory"), dict):
             self._check_memory_update(resources, where)
         write_all(writes)
-        if self.spec is not None:
-            self._apply_devices(resources)
-        # On update the device rules stay as created: runc's update ignores them too, and
-        # containerd sends the spec's whole resources (devices included) on every update.
+        if rules is not None:
+            self._apply_devices(rules)
 
     def plan(
         self, resources: dict[str, Any], *, where: str = "linux.resources"
@@ -252,17 +266,73 @@ class FsManager(CgroupManager):
             return
         check_memory_update(resources, usage, where=where)
 
-    def _apply_devices(self, resources: dict[str, Any]) -> None:
+    def device_rules(
+        self, resources: dict[str, Any], *, where: str = "linux.resources", update: bool = False
+    ) -> list[DeviceRule] | None:
+        """The device rules ``apply`` gives the cgroup, checked; None to leave them.
+
+        At create they come from the config. On ``update`` (a manager rebuilt from the
+        record, without the config) only a ``devices`` member changes them, combined
+        with the record's ``linux.devices`` nodes; the caller passes the container's
+        merged resources, so rules it does not mention stay. A manager without a
+        config and not updating (tests, ``plan`` users) writes none.
+        """
         from corral.linux.cgroups import devices
 
-        assert self.spec is not None
-        rules = devices.effective_rules(self.spec, resources)
+        if update and "devices" not in resources:
+            return None
+        if self.spec is not None:
+            rules = devices.effective_rules(self.spec, resources, where=where)
+        elif not update:
+            return None
+        else:
+            if self.device_nodes is None:
+                raise CorralError(
+                    f"{where}.devices: the state of this container does not list its "
+                    "linux.devices nodes (made by an older corral): its device rules "
+                    "cannot be updated"
+                )
+            try:
+                nodes = devices.rules_from_record(self.device_nodes)
+            except (ValueError, TypeError) as error:
+                raise CorralError(f"container state: {error}") from None
+            rules = devices.combine_rules(nodes, resources, where=where)
+        # What neither hierarchy can express is refused before any limit is written.
+        devices.device_state(rules)
+        return rules
+
+    def _apply_devices(self, rules: list[DeviceRule]) -> None:
+        from corral.linux.cgroups import devices
+
         devices_dir = self.v1_paths.get("devices")
         if devices_dir is not None:
-            entries = devices.plan_v1_devices(rules)
-            write_all([(devices_dir, name, value, "linux.devices") for name, value in entries])
+            # Only the difference from the cgroup's current state is written: rules both
+            # states share are never denied for an instant, re-applying the same rules
+            # (containerd sends them with every update) writes nothing, and there is no
+            # "a" reset, which the kernel refuses in a cgroup with children (EINVAL).
+            try:
+                current: str | None = read_text(f"{devices_dir}/devices.list")
+            except OSError:
+                current = None
+            try:
+                entries = devices.plan_v1_devices(rules, current)
+            except ValueError:  # a devices.list this model does not know: reset instead
+                entries = devices.plan_v1_devices(rules)
+            for name, value in entries:
+                try:
+                    _write(f"{devices_dir}/{name}", value)
+                except OSError as error:
+                    raise CorralError(
+                        f'device rules: writing "{value}" to {devices_dir}/{name}: {error.strerror}'
+                    ) from None
         elif self.unified_path is not None:
-            devices.apply_v2_devices(self.unified_path, rules)
+            try:
+                devices.apply_v2_devices(self.unified_path, rules)
+            except OSError as error:
+                raise CorralError(
+                    f"device rules: attaching the eBPF program to {self.unified_path}: "
+                    f"{error.strerror}"
+                ) from None
         else:
             raise CreateError("no devices controller: the v1 devices hierarchy is not mounted")
 

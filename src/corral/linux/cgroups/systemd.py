@@ -424,7 +424,7 @@ class SystemdManager(CgroupManager):
             resource_properties(resources, v2=self._v2, version=10**6, where=where)
             self._pending = (resources, where)
             return
-        props = self._properties(resources, where)
+        props = self._properties(resources, where, update=update)
         if props:
             from corral.linux.dbus import DBusError
 
@@ -504,12 +504,15 @@ class SystemdManager(CgroupManager):
     def _v2(self) -> bool:
         return self.hierarchy.mode == "v2"
 
-    def _properties(self, resources: dict[str, Any], where: str) -> list[tuple[str, Variant]]:
+    def _properties(
+        self, resources: dict[str, Any], where: str, *, update: bool = False
+    ) -> list[tuple[str, Variant]]:
         props = []
-        if self._spec is not None:
-            from corral.linux.cgroups.devices import effective_rules
-
-            props += device_properties(effective_rules(self._spec, resources))
+        # The fs half knows the rules: the config's at create, the record's nodes with
+        # an update's devices (systemd would otherwise put its old policy back).
+        rules = self.fs.device_rules(resources, where=where, update=update)
+        if rules is not None:
+            props += device_properties(rules)
         return props + resource_properties(
             resources, v2=self._v2, version=self._systemd_version(), where=where
         )
