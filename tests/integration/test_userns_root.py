@@ -61,12 +61,29 @@ def sc() -> Syscalls:
     return Syscalls()
 
 
+def _children() -> set[int]:
+    """This process's children (every thread's), from /proc (proc(5): task/*/children)."""
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as children:
+            found.update(int(pid) for pid in children.read().split())
+    return found
+
+
+_children_before: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _note_children() -> None:
+    """Children that were there before the test (e.g. the daemon of a session fixture
+    of another test directory) are not the chain's leftovers."""
+    _children_before.clear()
+    _children_before.update(_children())
+
+
 def no_children_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+    """The fork chain left no process behind as our child (zombie or alive)."""
+    return _children() <= _children_before
 
 
 class Spawned:
