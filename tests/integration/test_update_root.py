@@ -179,6 +179,35 @@ def test_one_field_of_a_pair_keeps_the_other(corral: Corral, running: str) -> No
         assert read(corral, running, "memory", "memory.memsw.limit_in_bytes") == str(512 * MIB)
 
 
+def test_cpu_burst_and_idle_flags(corral: Corral, running: str) -> None:
+    v2 = detect().mode == "v2"
+    burst_file = "cpu.max.burst" if v2 else "cpu.cfs_burst_us"
+    try:
+        read(corral, running, "cpu", burst_file)
+        read(corral, running, "cpu", "cpu.idle")
+    except (OSError, AssertionError):
+        pytest.skip("no cpu controller with burst and idle files (Linux 5.14/5.15)")
+    corral("update", "--cpu-quota", "50000", "--cpu-burst", "20000", running)
+    assert read(corral, running, "cpu", burst_file) == "20000"
+    # Shares, then idle: the weight cannot change while idle, so the shares must not be
+    # re-sent by the next update (which would then fail with EINVAL).
+    corral("update", "--cpu-share", "512", running)
+    corral("update", "--cpu-idle", "1", running)
+    assert read(corral, running, "cpu", "cpu.idle") == "1"
+    corral("update", "--pids-limit", "20", running)
+    assert read(corral, running, "pids", "pids.max") == "20"
+    # Back to normal, the kernel resets the weight; the update writes the shares again.
+    corral("update", "--cpu-idle", "0", running)
+    assert read(corral, running, "cpu", "cpu.idle") == "0"
+    if v2:
+        assert read(corral, running, "cpu", "cpu.weight") != "100"
+    else:
+        assert read(corral, running, "cpu", "cpu.shares") == "512"
+    result = corral("update", "--cpu-idle", "3", running, check=False)
+    assert result.returncode == 1
+    assert "invalid value for --cpu-idle: must be 0 to 1, not 3" in result.stderr
+
+
 def test_a_field_this_hierarchy_cannot_apply_is_named(corral: Corral, running: str) -> None:
     document: dict[str, Any]
     if detect().mode == "v2":

@@ -93,6 +93,8 @@ def test_every_flag() -> None:
         "--blkio-weight=300",
         "--cpu-period=100000",
         "--cpu-quota=-1",
+        "--cpu-burst=0",
+        "--cpu-idle=1",
         "--cpu-share=512",
         "--cpu-rt-period=1000000",
         "--cpu-rt-runtime=-1",
@@ -108,6 +110,8 @@ def test_every_flag() -> None:
         "cpu": {
             "period": 100000,
             "quota": -1,
+            "burst": 0,
+            "idle": 1,
             "shares": 512,
             "realtimePeriod": 1000000,
             "realtimeRuntime": -1,
@@ -137,6 +141,10 @@ def test_runc_no_change_values() -> None:
         (("--cpu-period", str(1 << 64)), "value out of range"),
         (("--cpu-quota", "-7"), "--cpu-quota: must be -1 (unlimited) or positive, not -7"),
         (("--cpu-quota", "+5"), "--cpu-quota: parsing"),
+        (("--cpu-idle", "2"), "--cpu-idle: must be 0 to 1, not 2"),
+        (("--cpu-idle", "x"), '--cpu-idle: parsing "x": invalid syntax'),
+        (("--cpu-burst", "-1"), '--cpu-burst: parsing "-1": invalid syntax'),
+        (("--cpu-quota", "1000", "--cpu-burst", "2000"), "--cpu-burst: 2000 is above the quota"),
         (("--pids-limit", "-3"), "--pids-limit: must be -1 (unlimited) or 0 or more, not -3"),
         (("--pids-limit", ""), "--pids-limit: parsing"),
         (("--blkio-weight", "2000"), "--blkio-weight: must be 1 to 1000, not 2000"),
@@ -359,3 +367,27 @@ def test_a_refused_update_changes_nothing_in_the_record(
     update_backend.fail = None
     runtime.update("c1", {"memory": {"limit": 1 << 20}})
     assert update_backend.updates[-1][0] == {"pids": {"limit": 10}, "memory": {"limit": 1 << 20}}
+
+
+def test_an_idle_group_keeps_no_shares_unless_the_update_gives_them(
+    tmp_path: Path, update_backend: UpdateBackend
+) -> None:
+    # The kernel refuses a weight while cpu.idle is 1: re-sending the config's shares
+    # with every later update would make them all fail. They are kept for idle 0
+    # (the kernel then resets the weight to the default).
+    runtime = created(tmp_path, update_backend, {"cpu": {"shares": 512}})
+    runtime.update("c1", update_resources_from_flags(flags("--cpu-idle", "1")))
+    runtime.update("c1", {"pids": {"limit": 9}})
+    runtime.update("c1", {"cpu": {"idle": 0}})
+    runtime.update("c1", {"cpu": {"idle": 1, "shares": 256}})  # asked for: sent (EINVAL)
+    sent = [resources for resources, _where in update_backend.updates]
+    assert sent[0] == {"cpu": {"idle": 1}}
+    assert sent[1] == {"cpu": {"idle": 1}, "pids": {"limit": 9}}
+    assert sent[2]["cpu"] == {"idle": 0, "shares": 512}
+    assert sent[3]["cpu"] == {"idle": 1, "shares": 256}
+
+
+def test_update_flags_are_registered_for_runc_clients() -> None:
+    parsed = flags("--cpu-burst", "5000", "--cpu-idle", "0")
+    assert parsed.given("cpu_burst") and parsed.given("cpu_idle")
+    assert set(update_cmd.FLAGS) <= {flag.dest for flag in COMMANDS["update"].flags}

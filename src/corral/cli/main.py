@@ -130,6 +130,8 @@ _command(
         Flag("blkio-weight", value=True, help="block IO weight, 10 to 1000"),
         Flag("cpu-period", value=True, help="CPU CFS period (us)"),
         Flag("cpu-quota", value=True, help="CPU CFS quota (us)"),
+        Flag("cpu-burst", value=True, help="CPU CFS burst above the quota (us)"),
+        Flag("cpu-idle", value=True, help="1: SCHED_IDLE for the cgroup, 0: normal"),
         Flag("cpu-share", value=True, help="CPU shares"),
         Flag("cpu-rt-period", value=True, help="realtime period (us)"),
         Flag("cpu-rt-runtime", value=True, help="realtime runtime (us)"),

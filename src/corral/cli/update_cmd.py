@@ -38,6 +38,8 @@ FLAGS = {
     "blkio_weight": ("blockIO", "weight", "int"),
     "cpu_period": ("cpu", "period", "uint"),
     "cpu_quota": ("cpu", "quota", "int"),
+    "cpu_burst": ("cpu", "burst", "uint"),
+    "cpu_idle": ("cpu", "idle", "int"),
     "cpu_share": ("cpu", "shares", "uint"),
     "cpu_rt_period": ("cpu", "realtimePeriod", "uint"),
     "cpu_rt_runtime": ("cpu", "realtimeRuntime", "int"),

@@ -364,7 +364,7 @@ class Runtime:
             current = record.extra.get("resources")
             merged = merge_resources(current if isinstance(current, dict) else {}, resources)
             try:
-                self.backend.update(record, merged, where=where)
+                self.backend.update(record, resources_to_apply(merged, resources), where=where)
             except ConfigError as error:
                 if error.source != "config.json":
                     raise
@@ -445,6 +445,25 @@ def merge_resources(base: dict[str, Any], change: dict[str, Any]) -> dict[str, A
     ):
         memory.pop("swap", None)
     return merged
+
+
+def resources_to_apply(merged: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """What an update writes: the merged resources, but while ``cpu.idle`` is 1 without
+    the shares the update does not give itself.
+
+    The kernel refuses a weight for an idle group (EINVAL, kernel/sched/fair.c
+    sched_group_set_shares) and sets it back to the default when idle goes to 0, so
+    the shares stay in the record and are written again (after ``cpu.idle``, the
+    planners' order with the EINVAL retry) by the update that clears idle.
+    """
+    cpu, changed = merged.get("cpu"), change.get("cpu")
+    if not (isinstance(cpu, dict) and cpu.get("idle") == 1 and "shares" in cpu):
+        return merged
+    if isinstance(changed, dict) and changed.get("shares") is not None:
+        return merged
+    applied = dict(merged)
+    applied["cpu"] = {key: value for key, value in cpu.items() if key != "shares"}
+    return applied
 
 
 def _warn_on_stderr(message: str) -> None:
