@@ -122,23 +122,23 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
     base = f"/tmp/corral-e2e-ctrd-{uuid.uuid4().hex[:8]}"
     os.makedirs(base)
     address = f"{base}/containerd.sock"
-    log = open(f"{base}/containerd.log", "wb")  # noqa: SIM115 - closed below
-    daemon = subprocess.Popen(
+    # Started through a shell that exits at once, so the daemon is not pytest's child:
+    # tests elsewhere check that a process they forked left no child behind.
+    started = subprocess.run(
         [
-            "containerd",
-            "--root",
-            f"{base}/root",
-            "--state",
-            f"{base}/state",
-            "--address",
+            "sh",
+            "-c",
+            'containerd --root "$1/root" --state "$1/state" --address "$2" --config /dev/null'
+            ' </dev/null >"$1/containerd.log" 2>&1 & echo $!',
+            "sh",
+            base,
             address,
-            "--config",
-            "/dev/null",
         ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    daemon = int(started.stdout)
     try:
         for _ in range(100):
             if os.path.exists(address):
@@ -148,16 +148,26 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
         ctr("images", "import", image_archive, timeout=120)
         yield ctr
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        _stop(daemon)
         # The shims outlive containerd only while they have tasks; the tests delete theirs.
         subprocess.run(["umount", "-R", f"{base}/state"], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM, then SIGKILL after 10 s, a process that is not our child."""
+    import signal
+
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+            time.sleep(0.05)
 
 
 @pytest.fixture
