@@ -552,6 +552,12 @@ def test_exec_in_a_user_namespace(corral: Corral, userns_bundle: Path) -> None:
         "sleep",
         "20",
         stdin=subprocess.DEVNULL,
+        # Not pipes: the detached sleep keeps the runtime's stdio, so capturing would wait
+        # for its exit, and the checks below would look at a dead process (reaped at once
+        # where the orphan's new parent reaps, as the VM's init does: no /proc/<pid>).
+        capture_output=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     pid = int(pid_file.read_text())
     with open(f"/proc/{pid}/status") as status:
