@@ -21,6 +21,12 @@ class UsageError(CorralError):
     """The command line is wrong (unknown flag, missing argument)."""
 
 
+class UnknownCommandError(UsageError):
+    """A subcommand corral does not have; exit status 3, as runc's CLI library gives."""
+
+    exit_code = 3
+
+
 class ConfigError(CorralError):
     """``config.json`` is malformed or asks for something corral cannot apply.
 

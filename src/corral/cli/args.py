@@ -4,7 +4,9 @@
 corral parses its few flags itself: ``-f``, ``--flag`` and ``-flag`` are the same
 flag; values come as ``--flag value`` or ``--flag=value``; booleans take no value
 (``--force`` or ``--force=false``); flags may come before or after the positional
-arguments; ``--`` ends the flags.
+arguments; ``--`` ends the flags. Its error texts are the Go ``flag`` package's
+(``flag provided but not defined: -x``, ``flag needs an argument: -x``), one dash
+whatever was typed, as runc prints them.
 """
 
 from __future__ import annotations
@@ -87,9 +89,7 @@ class Parsed:
         return name in self.seen
 
 
-def parse(
-    argv: list[str], flags: list[Flag], *, stop_at_first_arg: bool = False, context: str = ""
-) -> Parsed:
+def parse(argv: list[str], flags: list[Flag], *, stop_at_first_arg: bool = False) -> Parsed:
     """Parse ``argv`` against ``flags``.
 
     With ``stop_at_first_arg`` (the global flags), parsing stops at the subcommand.
@@ -114,13 +114,14 @@ def parse(
         name, has_value, value = item.lstrip("-").partition("=")
         flag = by_name.get(name)
         if flag is None:
-            where = f" for {context}" if context else ""
-            raise UsageError(f"flag provided but not defined{where}: {item.split('=')[0]}")
+            # Go's flag package words it so, with one dash whatever was typed; clients
+            # that probe a runtime for a flag look for this text.
+            raise UsageError(f"flag provided but not defined: -{name}")
         seen.add(flag.dest)
         if flag.repeat:
             if not has_value:
                 if index >= len(argv):
-                    raise UsageError(f"flag needs an argument: {item}")
+                    raise UsageError(f"flag needs an argument: -{name}")
                 value = argv[index]
                 index += 1
             collected = values[flag.dest]
@@ -129,27 +130,25 @@ def parse(
         elif flag.takes_value:
             if not has_value:
                 if index >= len(argv):
-                    raise UsageError(f"flag needs an argument: {item}")
+                    raise UsageError(f"flag needs an argument: -{name}")
                 value = argv[index]
                 index += 1
-            values[flag.dest] = _convert(flag, value, item)
+            values[flag.dest] = _convert(flag, value, name)
         elif has_value:
             if value.lower() not in ("true", "false", "1", "0", "t", "f"):
-                raise UsageError(f'invalid boolean value "{value}" for {item.split("=")[0]}')
+                raise UsageError(f'invalid boolean value "{value}" for -{name}: parse error')
             values[flag.dest] = value.lower() in ("true", "1", "t")
         else:
             values[flag.dest] = True
     return Parsed(values, args, seen)
 
 
-def _convert(flag: Flag, value: str, item: str) -> object:
+def _convert(flag: Flag, value: str, name: str) -> object:
     if isinstance(flag.default, int) and not isinstance(flag.default, bool):
         try:
             return int(value)
         except ValueError:
-            raise UsageError(
-                f'invalid value "{value}" for flag {item.split("=", maxsplit=1)[0]}'
-            ) from None
+            raise UsageError(f'invalid value "{value}" for flag -{name}: parse error') from None
     return value
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from corral.cli.args import Command, Flag, Parsed, check_arity, parse
-from corral.errors import CorralError, UsageError
+from corral.errors import CorralError, UnknownCommandError, UsageError
 
 GLOBAL_FLAGS = [
     Flag("root", value=True, default="/run/corral", help="state directory"),
@@ -226,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logger = Logger()
     try:
-        options = parse(argv, GLOBAL_FLAGS, stop_at_first_arg=True, context="corral")
+        options = parse(argv, GLOBAL_FLAGS, stop_at_first_arg=True)
+        if options.text("log_format") not in ("text", "json"):
+            # runc's words; like runc, nothing goes to a --log file it cannot format.
+            raise UsageError(f"invalid log-format: {options.text('log_format')}")
         logger = Logger(
             options.text("log"), options.text("log_format"), debug=options.flag("debug")
         )
-        if options.text("log_format") not in ("text", "json"):
-            raise UsageError(f'invalid --log-format "{options.text("log_format")}": text or json')
         if options.flag("version"):
             from corral import OCI_VERSION, __version__
 
@@ -243,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         name, rest = options.args[0], options.args[1:]
         command = COMMANDS.get(name)
         if command is None:
-            raise UsageError(f"unknown command {name!r}; see corral --help")
+            raise UnknownCommandError(f"unknown command {name!r}; see corral --help")
         # exec, ps: flags end at the container id, as with runc, so the command's own
         # flags (`corral exec c1 sh -c ...`, `corral ps c1 -o pid`) are not taken for corral's.
-        parsed = parse(rest, command.flags, context=name, stop_at_first_arg=name in ("exec", "ps"))
+        parsed = parse(rest, command.flags, stop_at_first_arg=name in ("exec", "ps"))
         if parsed.flag("help"):
             sys.stdout.write(f"usage: {command.usage}\n\n{command.help}\n")
             return 0
