@@ -259,7 +259,14 @@ class Runtime:
         lock = self.store.lock(container_id)
         try:
             record = self.store.load(container_id)
-            if self.status(record) not in _LIVE:
+            status = self.status(record)
+            if status not in _LIVE:
+                if all and record.extra.get("cgroup"):
+                    # As runc: --all still reaches what is left in a stopped container's
+                    # cgroup (containerd's shim relies on it to end the other processes
+                    # when the container shares the host's pid namespace); none is no error.
+                    self._kill_leftovers(record, signal)
+                    return
                 raise ContainerNotRunningError()
             if all:
                 self.backend.kill_all(record, signal)
@@ -268,8 +275,21 @@ class Runtime:
                 fastos.kill(record.pid, signal)
             except ProcessLookupError:
                 raise ContainerNotRunningError() from None
+            if status == st.PAUSED and signal == SIGKILL:
+                # The v1 freezer holds even SIGKILL until the cgroup thaws; as runc, thaw
+                # it, so that `kill ID 9` ends a paused container too.
+                self.backend.resume(record)
         finally:
             self.store.unlock(lock)
+
+    def _kill_leftovers(self, record: st.Record, signal: int) -> None:
+        """Signal the processes still in a stopped container's cgroup, if any."""
+        try:
+            if not self.backend.processes(record):
+                return
+        except OSError:
+            return  # the cgroup is gone (systemd removes an empty unit's)
+        self.backend.kill_all(record, signal)
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         """Remove a stopped container; ``force`` kills a running one first."""
