@@ -60,11 +60,24 @@ def cmd_state(options: Parsed, parsed: Parsed) -> int:
 
 def cmd_kill(options: Parsed, parsed: Parsed) -> int:
     root = options.text("root")
-    from corral.core.signals import parse_signal
-
-    number = parse_signal(parsed.args[1] if len(parsed.args) > 1 else "TERM")
+    number = kill_signal(parsed.args[1] if len(parsed.args) > 1 else "TERM")
     Runtime(root).kill(parsed.args[0], number, all=parsed.flag("all"))
     return 0
+
+
+def kill_signal(text: str) -> int:
+    """The signal ``kill`` sends: a name (``KILL``, ``sigkill``) or a number.
+
+    A number is read as runc reads it (Go's ``strconv.Atoi``: an optional ``+``), and
+    0 is allowed: kill(2) then only checks that the init still exists.
+    """
+    from corral.core.signals import parse_signal
+
+    digits = text.removeprefix("+")
+    if digits.isdigit() and digits.isascii():
+        number = int(digits)
+        return 0 if number == 0 else parse_signal(str(number))
+    return parse_signal(text)
 
 
 def cmd_delete(options: Parsed, parsed: Parsed) -> int:
