@@ -20,9 +20,11 @@ import tempfile
 from vmtest import cache, modinfo, vmlinux
 
 METAPACKAGE = "linux-image-amd64"
-# virtio_pci carries the 9p transport; 9p is the filesystem of every share. The rest of
-# what corral's tests touch (cgroups, namespaces, seccomp, devtmpfs, tmpfs) is built in.
-DEFAULT_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
+# virtio_pci carries the 9p transport; 9p is the filesystem of every share. fuse gives
+# /dev/fuse (10:229), the node the device-cgroup tests open (any process may, so only the
+# cgroup's eBPF program decides). The rest of what corral's tests touch (cgroups,
+# namespaces, seccomp, devtmpfs, tmpfs) is built in.
+DEFAULT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "fuse")
 
 
 class Unavailable(Exception):
