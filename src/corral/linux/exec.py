@@ -263,20 +263,8 @@ def hand_over_listener(sc: Syscalls, record: Record, spec: Spec, pid: int) -> No
     ``listenerPath`` with the container's state (as for the init: the path is the
     host's, out of the child's reach)."""
     from corral import OCI_VERSION
-    from corral.linux.seccomp import parse_profile
-    from corral.linux.seccomp_notify import find_notify_fd, process_state, send_to_listener
+    from corral.linux.seccomp_notify import send_listener_of
 
-    profile = parse_profile((spec.raw.get("linux") or {}).get("seccomp"))
-    target = find_notify_fd(pid)
-    pidfd = os.pidfd_open(pid)
-    try:
-        fd = sc.pidfd_getfd(pidfd, target)
-    except OSError as error:
-        raise CreateError(
-            f"linux.seccomp: copying the listener out of the exec'd process: {error.strerror}"
-        ) from None
-    finally:
-        os.close(pidfd)
     state: dict[str, object] = {
         "ociVersion": OCI_VERSION,
         "id": record.id,
@@ -285,12 +273,8 @@ def hand_over_listener(sc: Syscalls, record: Record, spec: Spec, pid: int) -> No
         "bundle": record.bundle,
         "annotations": record.annotations,
     }
-    try:
-        send_to_listener(
-            profile.listener_path, fd, process_state(state, pid, profile.listener_metadata)
-        )
-    finally:
-        os.close(fd)
+    seccomp = (spec.raw.get("linux") or {}).get("seccomp")
+    send_listener_of(sc, pid, seccomp, state, whose="the exec'd process")
 
 
 def join_cgroup(record: Record, pid: int, sub_paths: dict[str, str]) -> None:

@@ -91,23 +91,34 @@ def find_notify_fd(pid: int, proc: str = "/proc") -> int:
 def hand_over_from_init(sc: Syscalls, request: CreateRequest, pid: int) -> None:
     """Parent side of :data:`REQUEST`: copy the init's listener, send it, close the copy."""
     from corral.linux.init import hook_state
+
+    seccomp = (request.spec.raw.get("linux") or {}).get("seccomp")
+    state = hook_state(request, "creating", pid)
+    send_listener_of(sc, pid, seccomp, state, whose="the init")
+
+
+def send_listener_of(
+    sc: Syscalls, pid: int, seccomp: object, state: dict[str, object], *, whose: str
+) -> None:
+    """Copy process ``pid``'s listener out with pidfd_getfd(2), send it to the
+    ``listenerPath`` of the ``linux.seccomp`` object ``seccomp`` with the container
+    state ``state``, and close the copy: the parent's side for the init and for an
+    exec'd process alike. ``whose`` names the process in errors ("the init")."""
     from corral.linux.seccomp import parse_profile
 
-    profile = parse_profile((request.spec.raw.get("linux") or {}).get("seccomp"))
+    profile = parse_profile(seccomp)
     target = find_notify_fd(pid)
     pidfd = os.pidfd_open(pid)
     try:
         fd = sc.pidfd_getfd(pidfd, target)
     except OSError as error:
         raise CreateError(
-            f"linux.seccomp: copying the listener out of the init: {error.strerror}"
+            f"linux.seccomp: copying the listener out of {whose}: {error.strerror}"
         ) from None
     finally:
         os.close(pidfd)
     try:
-        message = process_state(
-            hook_state(request, "creating", pid), pid, profile.listener_metadata
-        )
+        message = process_state(state, pid, profile.listener_metadata)
         send_to_listener(profile.listener_path, fd, message)
     finally:
         os.close(fd)
