@@ -31,6 +31,7 @@ from corral.errors import IllegalStateError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from corral.core.exec_request import ExecOptions
@@ -86,6 +87,40 @@ class WaitingProcess:
             if fd >= 0:
                 fastos.close(fd)
         self._commit_fd = self._sync_fd = -1
+
+
+def connect_exec_console(terminal: bool, console_socket: str | None) -> int:
+    """With a terminal, the console socket connected now, in the runtime's namespaces:
+    its path is the host's, out of the child's reach once it is in the container (or
+    jail). -1 without a terminal. Both backends' ``spawn_process`` call it."""
+    if not terminal:
+        return -1
+    if not console_socket:
+        raise UsageError("--tty needs a console socket to send the terminal to")
+    from corral.core.console import connect_console
+
+    return connect_console(console_socket)
+
+
+def serve_until_ready(
+    pid: int, sync_fd: int, commit_fd: int, handlers: Mapping[str, Callable[[], object]]
+) -> WaitingProcess:
+    """The backend's forked child ``pid``, its requests served (:mod:`corral.core.
+    handshake`) until it reports ready: a :class:`WaitingProcess`. If it reports an
+    error or exits instead, CreateError with its message, and it is killed and reaped.
+    Both backends' ``spawn_process`` end with it."""
+    from corral.core import handshake
+    from corral.errors import CreateError
+
+    spawned = WaitingProcess(pid, sync_fd, commit_fd)
+    try:
+        answer = handshake.serve_requests(sync_fd, commit_fd, handlers)
+        if answer.get("ready") is not True:
+            raise CreateError(str(answer.get("error") or "the process exited during its set-up"))
+    except BaseException:
+        spawned.abort()
+        raise
+    return spawned
 
 
 def check_exec_status(status: str, ignore_paused: bool) -> None:

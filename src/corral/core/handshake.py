@@ -26,8 +26,8 @@ child drops the parent-death signal and closes its end of the sync pipe, and the
 parent waits for that EOF before exiting, or its exit could still kill the child.
 
 Parent side: :func:`read_answer`, :func:`serve_requests`, :func:`commit`.
-Child side: :func:`ask_parent`, :func:`send_ready`, :func:`await_commit`,
-:func:`report_error`.
+Child side: :func:`ask_parent`, :func:`send_ready`, :func:`await_commit` (the init),
+:func:`await_release` (a process of ``exec``), :func:`report_error`.
 """
 
 from __future__ import annotations
@@ -134,6 +134,19 @@ def await_commit(
     fastos.close(commit_fd)
     drop_parent_death_signal()
     fastos.close(sync_fd)
+
+
+def await_release(sync_fd: int, commit_fd: int) -> None:
+    """Child of ``exec``: say "ready", then wait for :data:`COMMITTED` and close
+    ``commit_fd``. Exits at once if the runtime gave up instead (it kills this process
+    too). ``sync_fd`` stays open: it is close-on-exec, and its end of file at execve(2)
+    tells the runtime the program runs."""
+    import os
+
+    send_ready(sync_fd)
+    if fastos.read(commit_fd, 1) != COMMITTED:
+        os._exit(1)
+    fastos.close(commit_fd)
 
 
 def error_message(error: BaseException) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 
 from corral.core import handshake
-from corral.core.exec_container import WaitingProcess
+from corral.core.exec_container import WaitingProcess, connect_exec_console, serve_until_ready
 from corral.errors import ConfigError, CreateError, UsageError
 
 TYPE_CHECKING = False
@@ -74,12 +74,8 @@ def spawn_process(
     console_fd = -1
     sync_r = sync_w = commit_r = commit_w = -1
     try:
-        if spec.process.terminal:
-            if not console_socket:
-                raise UsageError("--tty needs a console socket to send the terminal to")
-            from corral.core.console import connect_console
-
-            console_fd = connect_console(console_socket)
+        # The parent connects: the socket's host path is out of reach inside the jail.
+        console_fd = connect_exec_console(spec.process.terminal, console_socket)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -96,15 +92,7 @@ def spawn_process(
         for fd in (console_fd, sync_w, commit_r):
             if fd >= 0:
                 os.close(fd)
-    spawned = WaitingProcess(pid, sync_r, commit_w)
-    try:
-        answer = handshake.serve_requests(sync_r, commit_w, {})
-        if answer.get("ready") is not True:
-            raise CreateError(str(answer.get("error") or "the process exited during its set-up"))
-    except BaseException:
-        spawned.abort()
-        raise
-    return spawned
+    return serve_until_ready(pid, sync_r, commit_w, {})
 
 
 def _jailed_child(
@@ -131,10 +119,7 @@ def _jailed_child(
             _take_terminal(spec, console_fd)
         apply_process(sc, process)
         executable = resolve_executable(process)
-        handshake.send_ready(sync_fd)
-        if os.read(commit_fd, 1) != handshake.COMMITTED:
-            os._exit(1)  # the runtime gave up: it kills us too
-        os.close(commit_fd)
+        handshake.await_release(sync_fd, commit_fd)
         sc.procctl(P_PID, 0, PROC_PDEATHSIG_CTL, 0)
         # sync_fd is close-on-exec: its end of file tells the runtime the exec happened.
         exec_process(process, preserve_fds=preserve_fds, executable=executable)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import os
 
 from corral.core import handshake
-from corral.core.exec_container import WaitingProcess
+from corral.core.exec_container import WaitingProcess, connect_exec_console, serve_until_ready
 from corral.errors import CreateError, IllegalStateError, UsageError
 from corral.linux import syscalls as sc_
 
@@ -134,13 +134,7 @@ def spawn_process(
     sync_r = sync_w = commit_r = commit_w = -1
     try:
         assert spec.process is not None
-        if spec.process.terminal:
-            if not console_socket:
-                raise UsageError("--tty needs a console socket to send the terminal to")
-            from corral.core.console import connect_console
-
-            # Now: the socket's path is the host's, out of reach once in the container.
-            console_fd = connect_console(console_socket)
+        console_fd = connect_exec_console(spec.process.terminal, console_socket)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
         pid_ns = ns_fds.pop("pid", -1)
@@ -167,7 +161,6 @@ def spawn_process(
         for fd in [own_pid_ns, console_fd, sync_w, commit_r, *ns_fds.values()]:
             if fd >= 0:
                 os.close(fd)
-    spawned = WaitingProcess(pid, sync_r, commit_w)
     handlers: dict[str, Callable[[], object]] = {
         CGROUP_REQUEST: lambda: join_cgroup(record, pid, cgroup_paths)
     }
@@ -175,14 +168,7 @@ def spawn_process(
         from corral.linux import seccomp_notify
 
         handlers[seccomp_notify.REQUEST] = lambda: hand_over_listener(sc, record, spec, pid)
-    try:
-        answer = handshake.serve_requests(sync_r, commit_w, handlers)
-        if answer.get("ready") is not True:
-            raise CreateError(str(answer.get("error") or "the process exited during its set-up"))
-    except BaseException:
-        spawned.abort()
-        raise
-    return spawned
+    return serve_until_ready(pid, sync_r, commit_w, handlers)
 
 
 def open_init_namespaces(pid: int, start_time: int, *, proc: str = "/proc") -> dict[str, int]:
@@ -368,10 +354,7 @@ def _child(
             lambda name: handshake.ask_parent(sync_fd, commit_fd, name),
             console_fd,
         )
-        handshake.send_ready(sync_fd)
-        if os.read(commit_fd, 1) != handshake.COMMITTED:
-            os._exit(1)  # the runtime gave up: it kills us too
-        os.close(commit_fd)
+        handshake.await_release(sync_fd, commit_fd)
         sc.prctl(sc_.PR_SET_PDEATHSIG, 0)  # from now on the process outlives `exec -d`
         if (spec.raw.get("process") or {}).get("execCPUAffinity"):
             from corral.linux.scheduling import apply_final_cpu_affinity
