@@ -34,6 +34,10 @@ import os
 
 from corral.errors import ConfigError, CreateError, UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 MAX_NAME = 4096  # go-runc rejects a payload of this many bytes or more
 
 
@@ -110,6 +114,39 @@ def make_controlling_terminal(slave: int) -> None:
             os.dup2(slave, target)  # the copy is inheritable: the program exec'd keeps it
     if slave > 2:
         os.close(slave)
+
+
+def hand_over_pty(
+    console_fd: int,
+    master: int,
+    slave: int,
+    name: str,
+    size: tuple[int, int] | None,
+    *,
+    prepare_slave: Callable[[int], object] | None = None,
+) -> None:
+    """Send a new pty's ``master`` over ``console_fd`` and make ``slave`` this session's
+    controlling terminal and stdio: the last step of every platform's terminal set-up,
+    for the init and for an exec'd process alike.
+
+    ``size`` (height, width) is set on the master first when both are non-zero;
+    ``prepare_slave(slave)`` runs before the master is sent (e.g. fchown, a bind on
+    ``/dev/console``). ``master`` and ``console_fd`` are closed in every case,
+    ``slave`` if anything fails.
+    """
+    try:
+        if size is not None and size[0] and size[1]:
+            set_window_size(master, size[0], size[1])
+        if prepare_slave is not None:
+            prepare_slave(slave)
+        send_console_fd(console_fd, master, name)
+    except BaseException:
+        os.close(slave)
+        raise
+    finally:
+        os.close(master)
+        os.close(console_fd)
+    make_controlling_terminal(slave)
 
 
 def connect_console(path: str) -> int:

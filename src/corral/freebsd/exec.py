@@ -133,16 +133,9 @@ def _take_terminal(spec: Spec, console_fd: int) -> None:
     session's controlling terminal and stdio."""
     from corral.core import console
 
+    raw_size = (spec.raw.get("process") or {}).get("consoleSize")
+    size = None
+    if isinstance(raw_size, dict) and raw_size.get("height") and raw_size.get("width"):
+        size = (int(raw_size["height"]), int(raw_size["width"]))
     master, slave, name = console.open_pty()
-    try:
-        size = (spec.raw.get("process") or {}).get("consoleSize")
-        if isinstance(size, dict) and size.get("height") and size.get("width"):
-            console.set_window_size(master, int(size["height"]), int(size["width"]))
-        console.send_console_fd(console_fd, master, name)
-    except BaseException:
-        os.close(slave)
-        raise
-    finally:
-        os.close(master)
-        os.close(console_fd)
-    console.make_controlling_terminal(slave)
+    console.hand_over_pty(console_fd, master, slave, name, size)

@@ -402,7 +402,7 @@ def _prepare(
         # The init's keyring (same name): not the host's session keyring.
         sc.join_session_keyring(record.id)
     if console_fd >= 0:
-        _setup_exec_terminal(spec, console_fd)
+        _setup_exec_terminal(sc, spec, console_fd)
     if raw.get("apparmorProfile"):
         from corral.linux import lsm
 
@@ -481,29 +481,18 @@ def _enter_container_root() -> None:
         raise CreateError("the working directory is not the container's root after setns")
 
 
-def _setup_exec_terminal(spec: Spec, console_fd: int) -> None:
-    """A pty of the container's devpts as stdio and controlling terminal; its master
-    sent over ``console_fd`` (which is closed)."""
-    from corral.core import console
+def _setup_exec_terminal(sc: Syscalls, spec: Spec, console_fd: int) -> None:
+    """A pty of the container's devpts as stdio and controlling terminal, given to the
+    process's user; its master sent over ``console_fd`` (which is closed). As the init's
+    terminal, without the bind on ``/dev/console``."""
     from corral.linux import terminal
 
     assert spec.process is not None
     user = spec.process.user
-    try:
-        master, slave, _ = terminal.open_container_pty("/dev/ptmx")
-    except BaseException:
-        os.close(console_fd)
-        raise
-    try:
-        size = terminal.console_size(spec)
-        if size is not None and size[0] and size[1]:
-            console.set_window_size(master, size[0], size[1])
-        os.fchown(slave, user.uid, user.gid)  # the program may change its own terminal
-        console.send_console_fd(console_fd, master, terminal.MASTER_NAME)
-    except BaseException:
-        os.close(slave)
-        raise
-    finally:
-        os.close(master)
-        os.close(console_fd)
-    console.make_controlling_terminal(slave)
+    terminal.setup_terminal(
+        sc,
+        console_fd,
+        terminal.console_size(spec),
+        owner=(user.uid, user.gid),  # the program may change its own terminal
+        bind_console=False,
+    )

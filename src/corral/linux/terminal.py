@@ -115,33 +115,31 @@ def setup_terminal(
     *,
     owner: tuple[int, int] | None = None,
     dev: str = "/dev",
+    bind_console: bool = True,
 ) -> None:
     """Give the init a pty of the container's devpts and send its master (module doc).
 
     Run after ``pivot_root``, in a new session (setsid(2)), while still root. With
     ``owner`` (uid, gid) the slave is given to the program's user, as runc does, so
     it can change its own terminal's mode. ``console_fd`` is closed in every case.
-    ``dev`` is where ``ptmx`` and ``console`` are: tests pass a directory.
+    ``dev`` is where ``ptmx`` and ``console`` are: tests pass a directory. An exec'd
+    process passes ``bind_console=False``: ``/dev/console`` is the init's terminal.
     """
     try:
         master, slave, number = open_container_pty(f"{dev}/ptmx")
     except BaseException:
         os.close(console_fd)
         raise
-    try:
-        if console_size is not None and console_size[0] and console_size[1]:
-            console.set_window_size(master, console_size[0], console_size[1])
+
+    def prepare_slave(slave: int) -> None:
         if owner is not None:
             os.fchown(slave, owner[0], owner[1])
-        mount_console(sc, slave, number, dev)
-        console.send_console_fd(console_fd, master, MASTER_NAME)
-    except BaseException:
-        os.close(slave)
-        raise
-    finally:
-        os.close(master)
-        os.close(console_fd)
-    console.make_controlling_terminal(slave)
+        if bind_console:
+            mount_console(sc, slave, number, dev)
+
+    console.hand_over_pty(
+        console_fd, master, slave, MASTER_NAME, console_size, prepare_slave=prepare_slave
+    )
 
 
 def open_container_pty(ptmx: str = "/dev/ptmx") -> tuple[int, int, int]:
