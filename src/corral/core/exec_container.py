@@ -226,67 +226,20 @@ def _start(spawned: WaitingProcess, pid_file: str) -> None:
 
 
 def _attached(spawned: WaitingProcess, pid_file: str) -> int:
+    from corral.core.attached import forward_signals, restore_signals, wait_exit_status
+
     previous: dict[int, object] = {}
     try:
-        previous = _forward_signals(spawned.pid)
+        previous = forward_signals(spawned.pid)
         _start(spawned, pid_file)
     except BaseException:
-        _restore(previous)
+        restore_signals(previous)
         spawned.abort()
         raise
     try:
-        return _wait(spawned.pid)
+        return wait_exit_status(spawned.pid)
     finally:
-        _restore(previous)
-
-
-# The signals `corral run` forwards (corral.core.run): every catchable one but SIGCHLD,
-# SIGURG and SIGWINCH. Kept here so a plain exec does not import `signal` (its enums
-# cost about 2 ms) nor the terminal code: `_signal` is its C half.
-_FORWARDED = (1, 2, 3, 10, 12, 14, 15, 21, 22, 24, 25, 26, 27, 29, 30, 31)
-
-
-def _forward_signals(pid: int) -> dict[int, object]:
-    """Send the signals this process receives on to ``pid``; the old handlers."""
-    from corral.core import fastos
-
-    if TYPE_CHECKING:
-        import signal as _signal
-    else:
-        import _signal
-
-    def forward(number: int, _frame: object) -> None:
-        try:
-            fastos.kill(pid, number)
-        except ProcessLookupError:
-            pass
-
-    return {number: _signal.signal(number, forward) for number in _FORWARDED}
-
-
-def _restore(previous: dict[int, object]) -> None:
-    if TYPE_CHECKING:
-        import signal as _signal
-    else:
-        import _signal
-
-    for number, handler in previous.items():
-        _signal.signal(number, handler)  # type: ignore[arg-type]
-
-
-def _wait(pid: int) -> int:
-    """The exit status of our child ``pid`` (128 + the signal that killed it)."""
-    from corral.core import fastos
-
-    while True:
-        try:
-            _, status = fastos.waitpid(pid, 0)
-        except ChildProcessError:
-            return 255
-        if fastos.WIFEXITED(status):
-            return fastos.WEXITSTATUS(status)
-        if fastos.WIFSIGNALED(status):
-            return 128 + fastos.WTERMSIG(status)
+        restore_signals(previous)
 
 
 def _attached_with_terminal(spawn: Any, pid_file: str) -> int:

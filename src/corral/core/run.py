@@ -34,6 +34,7 @@ runc's rules for ``--console-socket`` are checked first
 from __future__ import annotations
 
 from corral.core import fastos
+from corral.core.attached import exit_status, forward_signals, restore_signals, wait_exit_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 
     from corral.core.runtime import Runtime
 
-# Every catchable signal but SIGCHLD (ours), SIGURG and SIGWINCH (a resize, not a signal
-# for the program: with a terminal it becomes TIOCSWINSZ).
-_FORWARDED = (1, 2, 3, 10, 12, 14, 15, 21, 22, 24, 25, 26, 27, 29, 30, 31)
 SIGCHLD = 17
 SIGWINCH = 28
 WNOHANG = 1
@@ -93,7 +91,7 @@ def run_container(
     )
     pid = int(state["pid"])
     try:
-        previous = _forward_signals(pid) if not detach else {}
+        previous = forward_signals(pid) if not detach else {}
         runtime.start(container_id)
     except BaseException:
         runtime.delete(container_id, force=True)
@@ -101,9 +99,9 @@ def run_container(
     if detach:
         return 0
     try:
-        status = _wait(pid)
+        status = wait_exit_status(pid)
     finally:
-        _restore(previous)
+        restore_signals(previous)
         runtime.delete(container_id, force=True)
     return status
 
@@ -247,7 +245,7 @@ def _attach(
         wake = wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         clear_onlcr(master)
         copy_window_size(host, master)
-        previous = _forward_signals(pid)
+        previous = forward_signals(pid)
         old_wakeup = signal.set_wakeup_fd(wake_write)
         previous[SIGWINCH] = signal.signal(SIGWINCH, lambda _n, _f: copy_window_size(host, master))
         previous[SIGCHLD] = signal.signal(SIGCHLD, lambda _n, _f: None)  # wakes the poll
@@ -255,7 +253,7 @@ def _attach(
         start()
         status = copy_until_exit(master, stdin, stdout, wake_read, lambda: reap(pid))
         if status is None:  # the terminal closed before the program ended
-            status = _wait(pid)
+            status = wait_exit_status(pid)
     finally:
         try:
             if saved is not None:
@@ -265,7 +263,7 @@ def _attach(
             pass  # the terminal is gone (hung up): nothing to restore
         if old_wakeup is not None:
             signal.set_wakeup_fd(old_wakeup)
-        _restore(previous)
+        restore_signals(previous)
         if wake is not None:
             os.close(wake[0])
             os.close(wake[1])
@@ -325,7 +323,7 @@ def reap(pid: int) -> int | None:
         return 255
     if found == 0:
         return None
-    return _decode(status)
+    return exit_status(status)
 
 
 def copy_until_exit(
@@ -450,49 +448,6 @@ def _drain(fd: int) -> None:
 
 
 # -- plain run ------------------------------------------------------------------------------
-
-
-def _wait(pid: int) -> int:
-    while True:
-        try:
-            _, status = fastos.waitpid(pid, 0)
-        except ChildProcessError:
-            return 255
-        decoded = _decode(status)
-        if decoded is not None:
-            return decoded
-
-
-def _decode(status: int) -> int | None:
-    if fastos.WIFEXITED(status):
-        return fastos.WEXITSTATUS(status)
-    if fastos.WIFSIGNALED(status):
-        return 128 + fastos.WTERMSIG(status)
-    return None  # stopped or continued
-
-
-def _forward_signals(pid: int) -> dict[int, object]:
-    import signal
-
-    def forward(number: int, _frame: object) -> None:
-        try:
-            fastos.kill(pid, number)
-        except ProcessLookupError:
-            pass
-
-    previous: dict[int, object] = {}
-    for number in _FORWARDED:
-        previous[number] = signal.signal(number, forward)
-    return previous
-
-
-def _restore(previous: dict[int, object]) -> None:
-    if not previous:
-        return
-    import signal
-
-    for number, handler in previous.items():
-        signal.signal(number, handler)  # type: ignore[arg-type]
 
 
 # -- systemd socket activation ------------------------------------------------------------
