@@ -118,21 +118,17 @@ def parse(argv: list[str], flags: list[Flag], *, stop_at_first_arg: bool = False
             # that probe a runtime for a flag look for this text.
             raise UsageError(f"flag provided but not defined: -{name}")
         seen.add(flag.dest)
+        if (flag.repeat or flag.takes_value) and not has_value:
+            # "-name value": the value is the next argument, whatever it looks like.
+            if index >= len(argv):
+                raise UsageError(f"flag needs an argument: -{name}")
+            value = argv[index]
+            index += 1
         if flag.repeat:
-            if not has_value:
-                if index >= len(argv):
-                    raise UsageError(f"flag needs an argument: -{name}")
-                value = argv[index]
-                index += 1
             collected = values[flag.dest]
             assert isinstance(collected, list)
             collected.append(value)
         elif flag.takes_value:
-            if not has_value:
-                if index >= len(argv):
-                    raise UsageError(f"flag needs an argument: -{name}")
-                value = argv[index]
-                index += 1
             values[flag.dest] = _convert(flag, value, name)
         elif has_value:
             if value.lower() not in ("true", "false", "1", "0", "t", "f"):
