@@ -16,7 +16,6 @@ import random
 import struct
 
 import pytest
-from tests.support.bpf_interp import BPFError, decide, device_context, run
 
 from corral.errors import ConfigError
 from corral.linux.cgroups.bpf import (
@@ -38,6 +37,7 @@ from corral.linux.cgroups.devices import (
     device_program_for,
     plan_v1_devices,
 )
+from support.bpf_interp import BPFError, decide, device_context, run
 
 ANY = -1
 WILD = 0xFFFFFFFF  # how the kernel stores "*"

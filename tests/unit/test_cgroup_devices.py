@@ -10,7 +10,6 @@ import struct
 from typing import Any
 
 import pytest
-from tests.support.bpf_interp import decide
 
 from corral.errors import ConfigError
 from corral.linux.cgroups.devices import (
@@ -34,6 +33,7 @@ from corral.linux.cgroups.devices import (
     plan_v1_devices,
 )
 from corral.spec.model import Spec, parse_config
+from support.bpf_interp import decide
 
 DENY_ALL = {"allow": False, "access": "rwm"}
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def flags(*argv: str) -> Parsed:
-    return parse([*argv, "c1"], COMMANDS["update"].flags, context="update")
+    return parse([*argv, "c1"], COMMANDS["update"].flags)
 
 
 def resources(*argv: str) -> dict[str, Any]:
