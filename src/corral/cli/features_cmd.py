@@ -73,18 +73,17 @@ def features(lib: Libseccomp | None) -> dict[str, object]:
 def _linux_features(lib: Libseccomp | None) -> dict[str, object]:
     from corral.linux import mempolicy
     from corral.linux.capabilities import CAPABILITIES
-    from corral.linux.check import NOT_YET, SUPPORTED_NAMESPACES
+    from corral.linux.check import SUPPORTED_NAMESPACES
 
-    cgroups = "linux.resources" not in NOT_YET
     return {
         "namespaces": sorted(SUPPORTED_NAMESPACES),
         "capabilities": list(CAPABILITIES),
         "cgroup": {
-            "v1": cgroups,
-            "v2": cgroups,
-            "systemd": cgroups and _has_module("corral.linux.cgroups.systemd"),
+            "v1": True,
+            "v2": True,
+            "systemd": True,
             "systemdUser": False,  # only the system bus is used (cgroups/systemd.py)
-            "rdma": cgroups,
+            "rdma": True,
         },
         "seccomp": seccomp_features(lib),
         "apparmor": {"enabled": True},
@@ -110,9 +109,3 @@ def seccomp_features(lib: Libseccomp | None) -> dict[str, object]:
         "knownFlags": list(seccomp.FLAGS),
         "supportedFlags": seccomp.supported_flags(lib),
     }
-
-
-def _has_module(name: str) -> bool:
-    from importlib.util import find_spec
-
-    return find_spec(name) is not None

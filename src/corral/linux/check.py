@@ -1,9 +1,10 @@
 """What the Linux backend refuses before it creates anything.
 
-The spec model parses every field it knows; this module turns the ones corral does
-not apply yet into :class:`~corral.errors.UnsupportedError` naming the field, so a
-config is never half-applied. The table says which issue brings each field.
-Unknown fields are not here: the spec requires runtimes to ignore them.
+The spec model parses every field it knows; this module turns the ones the Linux
+backend cannot apply (other platforms' sections and fields) into
+:class:`~corral.errors.UnsupportedError` naming the field, so a config is never
+half-applied, and checks the rules that span several fields. Unknown fields are not
+here: the spec requires runtimes to ignore them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
     from corral.backend import CreateRequest
     from corral.spec.model import Spec
 
-# JSON path -> why it is refused (the issue that implements it).
-NOT_YET = {
+# JSON path -> why it is refused.
+REFUSED_ON_LINUX = {
     "process.user.username": "a Windows field",
     "process.commandLine": "a Windows field",
     "solaris": "a Solaris section on a Linux host",
@@ -26,7 +27,7 @@ NOT_YET = {
     "freebsd": "a FreeBSD section on a Linux host",
 }
 # process.consoleSize is not listed: config.md says runtimes MUST ignore it when
-# process.terminal is false, and a true terminal is refused above.
+# process.terminal is false.
 # Namespaces the Linux backend can create or join today.
 SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
 
@@ -46,7 +47,7 @@ def _lookup(document: dict[str, object], path: str) -> object:
 
 
 def check_unsupported(spec: Spec) -> None:
-    for path, why in NOT_YET.items():
+    for path, why in REFUSED_ON_LINUX.items():
         if _is_set(_lookup(spec.raw, path)):
             raise UnsupportedError(path, why)
 
@@ -58,7 +59,7 @@ def check_namespaces(spec: Spec) -> None:
         if ns.type not in SUPPORTED_NAMESPACES:
             raise UnsupportedError(
                 f"linux.namespaces[{index}].type",
-                f'"{ns.type}" namespaces come with issue 4',
+                f'"{ns.type}" namespaces are not supported on this host',
             )
     types = {ns.type: ns for ns in namespaces}
     if spec.hostname and (types.get("uts") is None or types["uts"].path):
