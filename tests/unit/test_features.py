@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from corral.cli import features_cmd
-from corral.cli.features_cmd import features, seccomp_features
+from corral.cli.features_cmd import common_features
+from corral.linux import features as linux_features_module
 from corral.linux import mempolicy, mountopts, seccomp
 from corral.linux.capabilities import CAPABILITIES
 from corral.linux.check import SUPPORTED_NAMESPACES
+from corral.linux.features import linux_features, seccomp_features
 
 
 class FakeLib:
@@ -36,7 +38,7 @@ class FakeLib:
 
 
 def built(lib: Any = None) -> dict[str, Any]:
-    return features(lib or FakeLib())  # type: ignore[arg-type]
+    return linux_features(common_features(), lib or FakeLib())  # type: ignore[arg-type]
 
 
 def test_versions_and_hooks() -> None:
@@ -85,7 +87,7 @@ def test_seccomp_section_with_the_library() -> None:
 
 
 def test_without_libseccomp() -> None:
-    result: dict[str, Any] = features(None)
+    result: dict[str, Any] = linux_features(common_features(), None)
     assert result["linux"]["seccomp"] == {"enabled": False}
     assert "io.github.seccomp.libseccomp.version" not in result["annotations"]
 
@@ -97,7 +99,7 @@ def test_annotations_name_the_library_version() -> None:
 def test_command_prints_json(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
-    monkeypatch.setattr(features_cmd, "_seccomp_library", FakeLib)
+    monkeypatch.setattr(linux_features_module, "seccomp_library", FakeLib)
     assert features_cmd.cmd_features(None, None) == 0  # type: ignore[arg-type]
     document = json.loads(out.getvalue())
     assert document["linux"]["seccomp"]["enabled"] is True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Protocol
 
 from corral.errors import ContainerNotRunningError, CorralError, UsageError
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from corral.cli.args import Parsed
     from corral.core.runtime import Runtime
     from corral.core.state import Record
-    from corral.linux.cgroups.oom import OomWatcher
 
 # How often the stream checks that the container still runs: the delay between the
 # container's exit and the end of the stream.
@@ -123,10 +123,11 @@ def _write(event: dict[str, Any]) -> None:
 
 def _collect(runtime: Runtime, record: Record) -> dict[str, Any]:
     data = runtime.stats(record.id)
-    if data.get("network_interfaces") is None and sys.platform.startswith("linux"):
-        from corral.linux.cgroups.stats import read_network_interfaces
+    if sys.platform.startswith("linux"):
+        if data.get("network_interfaces") is None:
+            from corral.linux.cgroups.stats import read_network_interfaces
 
-        data["network_interfaces"] = read_network_interfaces(record.pid)
+            data["network_interfaces"] = read_network_interfaces(record.pid)
     return data
 
 
@@ -134,17 +135,29 @@ def _emit_stats(runtime: Runtime, record: Record) -> None:
     _write(stats_event(record.id, _collect(runtime, record)))
 
 
-def _oom_watcher(record: Record) -> OomWatcher | None:
-    document = record.extra.get("cgroup")
-    if not document or not sys.platform.startswith("linux"):
-        return None
-    from corral.linux.cgroups.manager import manager_from_record
-    from corral.linux.cgroups.oom import watch_oom
+class OomNotices(Protocol):
+    """What the stream needs of an OOM watcher (corral.linux.cgroups.oom)."""
 
-    try:
-        return watch_oom(manager_from_record(document))
-    except OSError as error:
-        raise CorralError(f"cannot watch for OOM events: {error.strerror or error}") from None
+    gone: bool
+
+    def wait(self, timeout: float) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _oom_watcher(record: Record) -> OomNotices | None:
+    document = record.extra.get("cgroup")
+    # An explicit platform block: the FreeBSD type check must not follow Linux modules.
+    if document and sys.platform.startswith("linux"):
+        from corral.linux.cgroups.manager import manager_from_record
+        from corral.linux.cgroups.oom import watch_oom
+
+        try:
+            return watch_oom(manager_from_record(document))
+        except OSError as error:
+            message = error.strerror or str(error)
+            raise CorralError(f"cannot watch for OOM events: {message}") from None
+    return None
 
 
 def _stream(runtime: Runtime, record: Record, interval: float) -> int:

@@ -1,18 +1,10 @@
 """``corral features``: what this corral implements, as runtime-spec's features.md JSON.
 
-The lists come from the tables the code itself applies, never from a copy here:
-hooks from :data:`corral.spec.hooks.KINDS`, mount options from
-:mod:`corral.linux.mountopts`, namespaces from :mod:`corral.linux.check`, capabilities
-from :mod:`corral.linux.capabilities`, memory policies from
-:mod:`corral.linux.mempolicy`, seccomp actions, operators and flags from
-:mod:`corral.linux.seccomp`. So a feature added to one of them shows here at once.
-
-Like runc's output, it is meant to be independent of the host (features.md: "SHOULD
-be determined on the compilation time"), with one runc-shaped exception: corral calls
-libseccomp at run time, so the seccomp section says what the installed library knows
-(``archs``, ``supportedFlags``: the flags it and the kernel accept), and
-``enabled: false`` when it is not installed. ``cgroup`` follows what the code
-applies: every driver reported only if ``linux.resources`` is no longer refused.
+The platform-neutral part (versions, hooks, corral's annotation) is built here; on
+Linux, :mod:`corral.linux.features` adds ``mountOptions``, the ``linux`` section and
+the libseccomp annotation. On FreeBSD, where features.md defines no platform section,
+only the common fields are reported (no ``mountOptions``: features.md leaves it out
+when unknown).
 """
 
 from __future__ import annotations
@@ -22,7 +14,6 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from corral.cli.args import Parsed
-    from corral.linux.libseccomp import Libseccomp
 
 OCI_VERSION_MIN = "1.0.0"
 
@@ -30,82 +21,24 @@ OCI_VERSION_MIN = "1.0.0"
 def cmd_features(options: Parsed, parsed: Parsed) -> int:
     from corral.core import jsonio
 
-    sys.stdout.write(jsonio.dumps(features(_seccomp_library()), indent=4) + "\n")
+    document = common_features()
+    # An explicit platform block: the FreeBSD type check must not follow Linux modules.
+    if sys.platform.startswith("linux"):
+        from corral.linux.features import linux_features, seccomp_library
+
+        document = linux_features(document, seccomp_library())
+    sys.stdout.write(jsonio.dumps(document, indent=4) + "\n")
     return 0
 
 
-def _seccomp_library() -> Libseccomp | None:
-    from corral.linux.libseccomp import open_library
-
-    try:
-        return open_library()
-    except OSError:
-        return None
-
-
-def features(lib: Libseccomp | None) -> dict[str, object]:
-    """The features structure; ``lib`` is the libseccomp binding, None if missing."""
+def common_features() -> dict[str, object]:
+    """The platform-neutral part: the versions, the hooks and corral's annotation."""
     from corral import OCI_VERSION, __version__
-    from corral.linux import mountopts
     from corral.spec.hooks import KINDS
 
-    options = {
-        *mountopts.FLAG_OPTIONS,
-        *mountopts.PROPAGATION_OPTIONS,
-        *mountopts.RECURSIVE_OPTIONS,
-        "tmpcopyup",  # an option of mountopts.parse_options, in no table
-    } - set(mountopts.UNSUPPORTED_OPTIONS)
-    annotations = {"io.github.corral.version": __version__}
-    if lib is not None:
-        annotations["io.github.seccomp.libseccomp.version"] = ".".join(
-            str(part) for part in lib.version()
-        )
     return {
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": OCI_VERSION,
         "hooks": [name for name, _ in KINDS],
-        "mountOptions": sorted(options),
-        "linux": _linux_features(lib),
-        "annotations": annotations,
-    }
-
-
-def _linux_features(lib: Libseccomp | None) -> dict[str, object]:
-    from corral.linux import mempolicy
-    from corral.linux.capabilities import CAPABILITIES
-    from corral.linux.check import SUPPORTED_NAMESPACES
-
-    return {
-        "namespaces": sorted(SUPPORTED_NAMESPACES),
-        "capabilities": list(CAPABILITIES),
-        "cgroup": {
-            "v1": True,
-            "v2": True,
-            "systemd": True,
-            "systemdUser": False,  # only the system bus is used (cgroups/systemd.py)
-            "rdma": True,
-        },
-        "seccomp": seccomp_features(lib),
-        "apparmor": {"enabled": True},
-        "selinux": {"enabled": True},
-        "intelRdt": {"enabled": True, "schemata": True, "monitoring": True},
-        "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
-        "mountExtensions": {"idmap": {"enabled": True}},
-        "netDevices": {"enabled": True},
-    }
-
-
-def seccomp_features(lib: Libseccomp | None) -> dict[str, object]:
-    """features-linux.md "Seccomp" for the installed libseccomp (None: not installed)."""
-    from corral.linux import seccomp
-
-    if lib is None:
-        return {"enabled": False}
-    return {
-        "enabled": True,
-        "actions": sorted(seccomp.ACTIONS),
-        "operators": sorted(seccomp.OPERATORS),
-        "archs": sorted(seccomp.known_architectures(lib)),
-        "knownFlags": list(seccomp.FLAGS),
-        "supportedFlags": seccomp.supported_flags(lib),
+        "annotations": {"io.github.corral.version": __version__},
     }

@@ -21,6 +21,8 @@ resources and writes the cgroup files.
 
 from __future__ import annotations
 
+import sys
+
 from corral.errors import ConfigError, CorralError, UsageError
 
 TYPE_CHECKING = False
@@ -126,16 +128,22 @@ def update_resources_from_flags(parsed: Parsed) -> dict[str, Any]:
             continue
         resources.setdefault(section, {})[key] = value
         paths[f"{section}.{key}"] = dest
-    from corral.linux.cgroups.convert import check_resources
-
     try:
-        check_resources(resources, where="", source="update")
+        _check_resources(resources, "update")
     except ConfigError as error:
         flag = paths.get(error.path)
         if flag is None:  # pragma: no cover - every rule names a flag's field
             raise
         raise UsageError(f"invalid value for {_flag_name(flag)}: {error.message}") from None
     return resources
+
+
+def _check_resources(document: object, source: str) -> None:
+    """Linux's rules for ``linux.resources``; elsewhere the backend refuses ``update``."""
+    if sys.platform.startswith("linux"):
+        from corral.linux.cgroups.convert import check_resources
+
+        check_resources(document, where="", source=source)
 
 
 _RDT_FLAGS = {"l3CacheSchema": "--l3-cache-schema", "memBwSchema": "--mem-bw-schema"}
@@ -162,8 +170,6 @@ def intel_rdt_from_flags(parsed: Parsed) -> dict[str, str]:
 
 def read_resources_document(name: str) -> dict[str, Any]:
     """``--resources``: the JSON in file ``name``, or stdin for ``-``, checked."""
-    import sys
-
     from corral.core import jsonio
 
     source = "stdin" if name == "-" else name
@@ -179,9 +185,7 @@ def read_resources_document(name: str) -> dict[str, Any]:
         document = jsonio.loads(text)
     except (jsonio.JSONError, ValueError, UnicodeDecodeError) as error:
         raise ConfigError("", f"not a JSON document: {error}", source=source) from None
-    from corral.linux.cgroups.convert import check_resources
-
-    check_resources(document, where="", source=source)
+    _check_resources(document, source)
     assert isinstance(document, dict)
     return document
 
