@@ -204,6 +204,61 @@ def test_an_error_after_a_request_is_the_final_answer(pipes: Pipes) -> None:
     assert exit_code(pid) == CHILD_RETURNED
 
 
+def test_meanwhile_runs_before_the_wait_and_overlaps_the_handler(pipes: Pipes) -> None:
+    marker_read, marker_write = os.pipe()
+
+    def child() -> None:
+        os.close(marker_read)
+        handshake.ask_parent(
+            pipes.sync_write,
+            pipes.commit_read,
+            "cgroup-join",
+            lambda: os.write(marker_write, b"meanwhile;"),
+        )
+        os.write(marker_write, b"after;")
+        handshake.send_ready(pipes.sync_write)
+
+    pid = fork_child(pipes, child)
+    os.close(marker_write)
+    seen_by_handler: list[bytes] = []
+
+    def handler() -> None:
+        import time
+
+        time.sleep(0.05)  # the child's meanwhile has run by now, its "after" must not
+        os.set_blocking(marker_read, False)
+        seen_by_handler.append(os.read(marker_read, 100))
+
+    try:
+        answer = handshake.serve_requests(
+            pipes.sync_read, pipes.commit_write, {"cgroup-join": handler}
+        )
+        assert answer == {"ready": True}
+        assert seen_by_handler == [b"meanwhile;"]
+        os.set_blocking(marker_read, True)
+        assert read_rest(marker_read) == b"after;"
+    finally:
+        os.close(marker_read)
+    assert exit_code(pid) == CHILD_RETURNED
+
+
+def test_a_child_that_fails_meanwhile_is_reported_not_a_broken_pipe(pipes: Pipes) -> None:
+    def fail() -> None:
+        handshake.report_error(pipes.sync_write, CreateError("linux.seccomp: no libseccomp"))
+        os._exit(1)  # as the init does after reporting
+
+    pid = fork_child(
+        pipes,
+        lambda: handshake.ask_parent(pipes.sync_write, pipes.commit_read, "cgroup-join", fail),
+    )
+
+    def handler() -> None:
+        assert os.waitpid(pid, 0)[0] == pid  # the child is gone before the answer
+
+    answer = handshake.serve_requests(pipes.sync_read, pipes.commit_write, {"cgroup-join": handler})
+    assert answer == {"error": "linux.seccomp: no libseccomp"}
+
+
 def test_an_unknown_request_ends_the_exchange_as_an_error(pipes: Pipes) -> None:
     pid = fork_child(
         pipes, lambda: handshake.ask_parent(pipes.sync_write, pipes.commit_read, "idmap")

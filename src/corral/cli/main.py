@@ -298,9 +298,11 @@ def _dispatch(name: str, options: Parsed, parsed: Parsed, logger: object) -> int
         from corral.cli.demo import cmd_demo
 
         return cmd_demo(options, parsed)
-    import importlib
-
-    module = importlib.import_module("corral.cli." + _MODULES.get(name, "lifecycle"))
+    # __import__ and sys.modules, not importlib: importlib imports `warnings` (~0.6 ms of
+    # every call; docs/performance.md).
+    module_name = "corral.cli." + _MODULES.get(name, "lifecycle")
+    __import__(module_name)
+    module = sys.modules[module_name]
     handler = getattr(module, "cmd_" + name)
     result: int = handler(options, parsed)
     return result

@@ -86,7 +86,12 @@ def serve_requests(
         if handler is None:
             return {"error": f"container init sent an unknown request {name!r}"}
         handler()
-        fastos.write(commit_fd, CONTINUE)
+        try:
+            fastos.write(commit_fd, CONTINUE)
+        except BrokenPipeError:
+            # The child failed while the handler ran (ask_parent's ``meanwhile`` runs
+            # then) and has exited: its error line, or end of file, is read next.
+            continue
 
 
 def commit(commit_fd: int, ack_fd: int) -> None:
@@ -100,17 +105,23 @@ def commit(commit_fd: int, ack_fd: int) -> None:
         fastos.close(ack_fd)
 
 
-def ask_parent(sync_fd: int, commit_fd: int, name: str) -> None:
+def ask_parent(
+    sync_fd: int, commit_fd: int, name: str, meanwhile: Callable[[], object] | None = None
+) -> None:
     """Child: send request ``name`` and wait until the parent has done the work.
 
-    Exits at once if the parent went away instead of answering: it is then cleaning
-    up (or dead), and the container must not be set up any further.
+    ``meanwhile`` runs between the request and the wait: work that does not need the
+    answer overlaps the parent's. Exits at once if the parent went away instead of
+    answering: it is then cleaning up (or dead), and the container must not be set up
+    any further.
     """
     import os
 
     from corral.core import jsonio
 
     fastos.write(sync_fd, (jsonio.dumps({"request": name}) + "\n").encode())
+    if meanwhile is not None:
+        meanwhile()
     if fastos.read(commit_fd, 1) != CONTINUE:
         os._exit(1)
 

@@ -24,7 +24,7 @@ go through the manager rebuilt from the record's ``extra["cgroup"]``.
 from __future__ import annotations
 
 from corral.backend import Backend, CreatedInit
-from corral.core import fastos, handshake
+from corral.core import fastos
 from corral.core.procinfo import kill_and_reap
 from corral.errors import ConfigError, CreateError
 
@@ -66,6 +66,7 @@ class LinuxBackend(Backend):
     def _create(self, request: CreateRequest, manager: CgroupManager | None) -> CreatedInit:
         import os
 
+        from corral.core import handshake
         from corral.linux import syscalls as sc_
 
         sc = sc_.Syscalls()
@@ -196,6 +197,8 @@ class LinuxBackend(Backend):
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
 
     def commit(self, init: CreatedInit) -> None:
+        from corral.core import handshake
+
         handshake.commit(init.commit_fd, init.ack_fd)
 
     def processes(self, record: Record) -> list[int]:

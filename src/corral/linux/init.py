@@ -54,10 +54,16 @@ SIGKILL = 9
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, NoReturn
+    from typing import Any, NoReturn, Protocol
 
     from corral.backend import CreateRequest
     from corral.linux.syscalls import Syscalls
+
+    class AskParent(Protocol):
+        """Send a handshake request, run ``meanwhile``, wait for the parent's answer."""
+
+        def __call__(self, name: str, meanwhile: Callable[[], object] | None = None) -> None: ...
+
     from corral.spec.model import Namespace, Spec
 
 
@@ -89,8 +95,8 @@ def run_init(
         # 0 in a new pid namespace.
         sc.prctl(sc_.PR_SET_PDEATHSIG, SIGKILL)
 
-        def ask_parent(name: str) -> None:
-            handshake.ask_parent(sync_fd, commit_fd, name)
+        def ask_parent(name: str, meanwhile: Callable[[], object] | None = None) -> None:
+            handshake.ask_parent(sync_fd, commit_fd, name, meanwhile)
 
         state_fd = _prepare(
             sc,
@@ -166,7 +172,7 @@ def _prepare(
     sc: Syscalls,
     request: CreateRequest,
     ns_fds: dict[str, int],
-    ask_parent: Callable[[str], None],
+    ask_parent: AskParent,
     *,
     state_fd: int,
     trees: dict[int, int],
@@ -175,7 +181,8 @@ def _prepare(
     """Every step up to "ready", in order; return the state directory's fd.
 
     ``ask_parent(name)`` sends a handshake request and returns once the parent has
-    done the work (:mod:`corral.core.handshake`).
+    done the work (:mod:`corral.core.handshake`); ``ask_parent(name, meanwhile)`` runs
+    ``meanwhile`` before it waits.
     """
     spec = request.spec
     assert spec.process is not None and spec.linux is not None
@@ -184,8 +191,12 @@ def _prepare(
 
         # First: every later step, and every child, is in the container's cgroup (its
         # limits apply), and a new cgroup namespace, unshared below, is rooted there.
-        ask_parent(JOIN_REQUEST)
-    _preload(spec)
+        # The imports overlap the parent's work: its first write to a cgroup.procs waits
+        # out an RCU grace period in the kernel (cgroup_threadgroup_rwsem; ~14 ms on
+        # these machines, docs/performance.md), and importing runs no user code.
+        ask_parent(JOIN_REQUEST, lambda: _preload(spec))
+    else:
+        _preload(spec)
     _detach(sc, request)
     if spec.linux.namespace("user") is not None:
         from corral.linux.userns import namespaces_for_init
