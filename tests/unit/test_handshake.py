@@ -132,13 +132,25 @@ def test_a_request_goes_on_the_wire_as_one_json_line(pipes: Pipes) -> None:
     assert read_rest(pipes.sync_read) == b""  # and it sent nothing more
 
 
-def test_the_handler_runs_while_the_child_waits_then_the_child_goes_on(pipes: Pipes) -> None:
+@pytest.mark.parametrize("meanwhile", [False, True], ids=["before-request", "meanwhile"])
+def test_the_handler_runs_while_the_child_waits_then_the_child_goes_on(
+    pipes: Pipes, meanwhile: bool
+) -> None:
+    """What the child does before its request, or in ``meanwhile`` (which overlaps the
+    handler), is done when the handler looks; what comes after the wait is not."""
     marker_read, marker_write = os.pipe()
 
     def child() -> None:
         os.close(marker_read)
-        os.write(marker_write, b"before;")
-        handshake.ask_parent(pipes.sync_write, pipes.commit_read, "hooks")
+
+        def before() -> None:
+            os.write(marker_write, b"before;")
+
+        if meanwhile:
+            handshake.ask_parent(pipes.sync_write, pipes.commit_read, "hooks", before)
+        else:
+            before()
+            handshake.ask_parent(pipes.sync_write, pipes.commit_read, "hooks")
         os.write(marker_write, b"after;")
         handshake.send_ready(pipes.sync_write)
 
@@ -201,44 +213,6 @@ def test_an_error_after_a_request_is_the_final_answer(pipes: Pipes) -> None:
     pid = fork_child(pipes, child)
     answer = handshake.serve_requests(pipes.sync_read, pipes.commit_write, {"hooks": lambda: None})
     assert answer == {"error": "mounts[1]: bad"}
-    assert exit_code(pid) == CHILD_RETURNED
-
-
-def test_meanwhile_runs_before_the_wait_and_overlaps_the_handler(pipes: Pipes) -> None:
-    marker_read, marker_write = os.pipe()
-
-    def child() -> None:
-        os.close(marker_read)
-        handshake.ask_parent(
-            pipes.sync_write,
-            pipes.commit_read,
-            "cgroup-join",
-            lambda: os.write(marker_write, b"meanwhile;"),
-        )
-        os.write(marker_write, b"after;")
-        handshake.send_ready(pipes.sync_write)
-
-    pid = fork_child(pipes, child)
-    os.close(marker_write)
-    seen_by_handler: list[bytes] = []
-
-    def handler() -> None:
-        import time
-
-        time.sleep(0.05)  # the child's meanwhile has run by now, its "after" must not
-        os.set_blocking(marker_read, False)
-        seen_by_handler.append(os.read(marker_read, 100))
-
-    try:
-        answer = handshake.serve_requests(
-            pipes.sync_read, pipes.commit_write, {"cgroup-join": handler}
-        )
-        assert answer == {"ready": True}
-        assert seen_by_handler == [b"meanwhile;"]
-        os.set_blocking(marker_read, True)
-        assert read_rest(marker_read) == b"after;"
-    finally:
-        os.close(marker_read)
     assert exit_code(pid) == CHILD_RETURNED
 
 
