@@ -155,6 +155,14 @@ class Backend:
 
         raise CorralError(f"update is not supported on {self.platform}")
 
+    def update_intel_rdt(self, record: Record, lines: list[str]) -> None:
+        """Write new Intel RDT schemata lines for a live container (``update
+        --l3-cache-schema/--mem-bw-schema``); may change ``record.extra``, which the
+        caller saves."""
+        from corral.errors import CorralError
+
+        raise CorralError(f"Intel RDT is not supported on {self.platform}")
+
     def stats(self, record: Record) -> dict[str, Any]:
         """The container's resource usage (runc's ``events --stats`` data)."""
         from corral.errors import CorralError

@@ -23,7 +23,7 @@ from corral.cli.update_cmd import (
 from corral.core.procinfo import read_start_time
 from corral.core.runtime import Runtime
 from corral.core.state import Record
-from corral.errors import ConfigError, CorralError, UsageError
+from corral.errors import ConfigError, UsageError
 from corral.linux.cgroups.v2resources import plan_v2
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def run(*argv: str) -> None:
 
 def test_cmd_update_passes_the_flags(recorder: type[Recorder]) -> None:
     run("--memory", "1m")
-    assert recorder.calls == [("/tmp/r", "c1", {"memory": {"limit": 1 << 20}}, {})]
+    assert recorder.calls == [("/tmp/r", "c1", {"memory": {"limit": 1 << 20}}, {"intel_rdt": []})]
 
 
 def test_cmd_update_resources_file_wins_over_flags(
@@ -248,13 +248,14 @@ def test_cmd_update_resources_file_wins_over_flags(
     path = tmp_path / "r.json"
     path.write_text('{"pids": {"limit": 9}}')
     run("--resources", str(path), "--memory", "1m")
-    assert recorder.calls == [("/tmp/r", "c1", {"pids": {"limit": 9}}, {})]
+    assert recorder.calls == [("/tmp/r", "c1", {"pids": {"limit": 9}}, {"intel_rdt": []})]
 
 
-def test_cmd_update_refuses_intel_rdt_rather_than_ignore_it(recorder: type[Recorder]) -> None:
-    with pytest.raises(CorralError, match=r"^--mem-bw-schema: updating Intel RDT"):
-        run("--mem-bw-schema", "MB:0=50", "--memory", "1m")
-    assert recorder.calls == []
+def test_cmd_update_passes_the_intel_rdt_lines_l3_first(recorder: type[Recorder]) -> None:
+    run("--mem-bw-schema", "MB:0=50", "--l3-cache-schema", "L3:0=f", "--memory", "1m")
+    assert recorder.calls == [
+        ("/tmp/r", "c1", {"memory": {"limit": 1 << 20}}, {"intel_rdt": ["L3:0=f", "MB:0=50"]})
+    ]
 
 
 def test_cmd_update_refuses_before_calling_the_runtime(recorder: type[Recorder]) -> None:
@@ -273,7 +274,7 @@ class UpdateBackend(Backend):
 
     def __init__(self, fail: ConfigError | None = None) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
-        self.updates: list[tuple[dict[str, Any], str]] = []
+        self.updates: list[tuple[Any, str]] = []
         self.fail = fail
 
     def check(self, request: CreateRequest) -> None:
@@ -297,6 +298,10 @@ class UpdateBackend(Backend):
         self.updates.append((copy.deepcopy(resources), where))
         if self.fail is not None:
             raise self.fail
+
+    def update_intel_rdt(self, record: Record, lines: list[str]) -> None:
+        self.updates.append((list(lines), "intelRdt"))
+        record.extra["intelRdtGroup"] = "/sys/fs/resctrl/c1"
 
 
 @pytest.fixture
@@ -391,3 +396,18 @@ def test_update_flags_are_registered_for_runc_clients() -> None:
     parsed = flags("--cpu-burst", "5000", "--cpu-idle", "0")
     assert parsed.given("cpu_burst") and parsed.given("cpu_idle")
     assert set(update_cmd.FLAGS) <= {flag.dest for flag in COMMANDS["update"].flags}
+
+
+def test_intel_rdt_lines_go_first_and_the_group_is_recorded(
+    tmp_path: Path, update_backend: UpdateBackend
+) -> None:
+    runtime = created(tmp_path, update_backend, {"pids": {"limit": 10}})
+    update_backend.fail = ConfigError("linux.resources.pids.limit", "refused")
+    with pytest.raises(ConfigError):
+        runtime.update("c1", {"pids": {"limit": 5}}, intel_rdt=["L3:0=f"])
+    assert [where for _, where in update_backend.updates] == ["intelRdt", "linux.resources"]
+    assert update_backend.updates[0][0] == ["L3:0=f"]
+    # saved although the cgroup part failed: delete must find the group it made
+    record = runtime.store.load("c1")
+    assert record.extra["intelRdtGroup"] == "/sys/fs/resctrl/c1"
+    assert record.extra["resources"] == {"pids": {"limit": 10}}

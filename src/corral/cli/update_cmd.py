@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 
-from corral.errors import ConfigError, CorralError, UsageError
+from corral.errors import ConfigError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -198,10 +198,9 @@ def cmd_update(options: Parsed, parsed: Parsed) -> int:
     else:
         resources = update_resources_from_flags(parsed)
     intel_rdt = intel_rdt_from_flags(parsed)
-    if intel_rdt:
-        # Checked, but not applied: Runtime.update takes cgroup resources only. Refused
-        # rather than ignored.
-        names = " and ".join(_RDT_FLAGS[key] for key in intel_rdt)
-        raise CorralError(f"{names}: updating Intel RDT schemata is not supported by corral yet")
-    Runtime(options.text("root")).update(parsed.args[0], resources)
+    Runtime(options.text("root")).update(
+        parsed.args[0],
+        resources,
+        intel_rdt=[intel_rdt[key] for key in _RDT_FLAGS if key in intel_rdt],
+    )
     return 0

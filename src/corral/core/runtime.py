@@ -366,6 +366,7 @@ class Runtime:
         *,
         where: str = "linux.resources",
         source: str = "update",
+        intel_rdt: builtins.list[str] | None = None,
     ) -> None:
         """Apply new limits (a ``linux.resources`` object) to a live container.
 
@@ -375,12 +376,18 @@ class Runtime:
         (``memory.swap.max`` = swap - limit, ``cpu.max`` = quota and period), so
         ``--memory-swap`` alone needs the current memory limit and ``--cpu-quota``
         alone must keep a custom period. A config error names the field under
-        ``where`` and says it comes from ``source``, not from ``config.json``."""
+        ``where`` and says it comes from ``source``, not from ``config.json``.
+
+        ``intel_rdt`` are new schemata lines for the container's Intel RDT group; they
+        go first, so that a host without the resource fails before anything changed."""
         lock = self.store.lock(container_id)
         try:
             record = self.store.load(container_id)
             if self.status(record) not in _LIVE:
                 raise ContainerNotRunningError()
+            if intel_rdt:
+                self.backend.update_intel_rdt(record, intel_rdt)
+                self.store.save(record)  # a group made for it is removed on delete
             current = record.extra.get("resources")
             merged = merge_resources(current if isinstance(current, dict) else {}, resources)
             try:

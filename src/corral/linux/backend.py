@@ -158,7 +158,7 @@ class LinuxBackend(Backend):
                     os.close(console_fd)
                 for fd in ns_fds.values():
                     os.close(fd)
-        rdt_groups: list[str] = []
+        rdt_group, rdt_groups = "", list[str]()
         try:
             answer = handshake.serve_requests(
                 read_fd,
@@ -183,7 +183,7 @@ class LinuxBackend(Backend):
                 from corral.linux.intelrdt import apply_intel_rdt
 
                 # The init is ready and waits for start: it and its children go in.
-                rdt_groups = apply_intel_rdt(spec, request.container_id, pid)
+                rdt_group, rdt_groups = apply_intel_rdt(spec, request.container_id, pid)
         except BaseException:
             # Also on KeyboardInterrupt in a program using the API: the init must not
             # be left waiting for an answer that will not come.
@@ -192,6 +192,8 @@ class LinuxBackend(Backend):
             kill_and_reap(pid)
             raise
         extra: dict[str, object] = {"ownPidNamespace": bool(pid_ns and not pid_ns.path)}
+        if rdt_group:
+            extra["intelRdtGroup"] = rdt_group  # where update writes schemata
         if rdt_groups:
             extra["intelRdtGroups"] = rdt_groups  # removed on delete (config-linux.md)
         return CreatedInit(pid, start_time, extra, commit_fd=commit_write, ack_fd=read_fd)
@@ -252,6 +254,22 @@ class LinuxBackend(Backend):
 
     def update(self, record: Record, resources: dict[str, Any], *, where: str) -> None:
         _require_manager(record, "update").apply(resources, where=where, update=True)
+
+    def update_intel_rdt(self, record: Record, lines: list[str]) -> None:
+        from corral.linux.intelrdt import find_resctrl, update_schemata
+
+        group = record.extra.get("intelRdtGroup")
+        group, created = update_schemata(
+            find_resctrl(),
+            group if isinstance(group, str) else "",
+            record.id,
+            [] if group else self.processes(record),
+            lines,
+        )
+        record.extra["intelRdtGroup"] = group
+        if created:
+            made = record.extra.get("intelRdtGroups")
+            record.extra["intelRdtGroups"] = [*(made if isinstance(made, list) else []), *created]
 
     def stats(self, record: Record) -> dict[str, Any]:
         from corral.linux.cgroups.stats import read_stats

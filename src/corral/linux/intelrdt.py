@@ -16,6 +16,11 @@ with the init's pid once the init is ready:
 - the pid goes into ``tasks`` of the MON group if any, else of the group.
 
 :func:`remove_intel_rdt` undoes what ``apply`` created (it returns the list), on delete.
+
+``update --l3-cache-schema/--mem-bw-schema`` (:func:`update_schemata`) writes new lines
+to the group's ``schemata``, as runc does: a resource the host's resctrl does not offer
+(no ``info/L3``, ``info/MB``) is an error, and a container created without
+``intelRdt`` first gets a group named by its id, with its threads moved into it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from corral.errors import ConfigError, CreateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from corral.errors import CorralError
     from corral.spec.model import Spec
 
 _FIELD = "linux.intelRdt"
@@ -144,11 +150,14 @@ def schemata_mismatch(wanted: list[str], current: str) -> str:
     return ""
 
 
-def apply_intel_rdt(spec: Spec, container_id: str, pid: int, resctrl: str = "") -> list[str]:
-    """Put ``pid`` in its resctrl group (see the module doc); the directories it created."""
+def apply_intel_rdt(
+    spec: Spec, container_id: str, pid: int, resctrl: str = ""
+) -> tuple[str, list[str]]:
+    """Put ``pid`` in its resctrl group (see the module doc); the group's directory ("" if
+    ``intelRdt`` is not set) and the directories it created."""
     rdt = parse_intel_rdt(spec)
     if rdt is None:
-        return []
+        return "", []
     resctrl = resctrl or find_resctrl()
     if not resctrl:
         raise CreateError(f"{_FIELD}: no resctrl filesystem is mounted")
@@ -181,7 +190,55 @@ def apply_intel_rdt(spec: Spec, container_id: str, pid: int, resctrl: str = "") 
     except BaseException:
         remove_intel_rdt(created)
         raise
-    return created
+    return group, created
+
+
+# What each update flag's line needs of the host, and runc's words when it is missing.
+_UPDATE_RESOURCES = {
+    "L3": ("L3", "Intel RDT/CAT: l3 cache schema is not enabled"),
+    "MB": ("MB", "Intel RDT/MBA: memory bandwidth schema is not enabled"),
+}
+
+
+def update_schemata(
+    resctrl: str, group: str, container_id: str, pids: list[int], lines: list[str]
+) -> tuple[str, list[str]]:
+    """Write ``lines`` to the container's group's ``schemata`` (``group``; "" if it was
+    created without ``intelRdt``: then ``<resctrl>/<container id>`` is made and every
+    thread of ``pids`` moved in). The group and the directories made."""
+    from corral.errors import CorralError
+
+    for line in lines:
+        resource = line.partition(":")[0].strip()
+        needed, message = _UPDATE_RESOURCES.get(resource[:2], ("", ""))
+        if not resctrl or (needed and not os.path.isdir(os.path.join(resctrl, "info", needed))):
+            raise CorralError(message or "Intel RDT: no resctrl filesystem is mounted")
+    created: list[str] = []
+    if not group:
+        group = os.path.join(resctrl, container_id)
+        try:
+            os.mkdir(group)
+            created.append(group)
+        except FileExistsError:
+            pass
+    try:
+        _write(os.path.join(group, "schemata"), "\n".join(lines) + "\n", error=CorralError)
+        if created:
+            for pid in pids:
+                for tid in _threads(pid):
+                    _write(os.path.join(group, "tasks"), tid, error=CorralError)
+    except BaseException:
+        remove_intel_rdt(created)
+        raise
+    return group, created
+
+
+def _threads(pid: int) -> list[str]:
+    """The thread ids of ``pid`` (resctrl's ``tasks`` file moves one thread per write)."""
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []  # it exited since it was listed
 
 
 def remove_intel_rdt(created: list[str]) -> None:
@@ -196,9 +253,9 @@ def remove_intel_rdt(created: list[str]) -> None:
             pass
 
 
-def _write(path: str, data: str) -> None:
+def _write(path: str, data: str, error: type[CorralError] = CreateError) -> None:
     try:
         with open(path, "w") as f:
             f.write(data)
-    except OSError as error:
-        raise CreateError(f"{_FIELD}: writing {path}: {error.strerror or error}") from None
+    except OSError as failure:
+        raise error(f"{_FIELD}: writing {path}: {failure.strerror or failure}") from None
