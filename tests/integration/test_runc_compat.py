@@ -476,6 +476,35 @@ def test_missing_program_message_podman_maps_to_127(
     assert needle in expected.log and needle in got.log
 
 
+def test_a_bundle_written_by_runc_spec_runs_alike(
+    sides: Pair, make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`runc spec`'s config asks for ambient capabilities without an inheritable set,
+    which the kernel cannot raise: runc runs it anyway, and so must corral (with the
+    spec's warning for each capability left out)."""
+    bundle = tmp_path / "runc-spec"
+    bundle.mkdir()
+    subprocess.run([RUNC, "spec", "--bundle", str(bundle)], check=True, timeout=30)
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["process"]["capabilities"]["ambient"]
+    assert not config["process"]["capabilities"].get("inheritable")
+    rootfs = json.loads((make_bundle() / "config.json").read_text())["root"]["path"]
+    config["root"]["path"] = rootfs
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", "grep -E '^Cap(Prm|Amb)' /proc/self/status"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    expected, got = both(sides, "run", "--bundle", str(bundle), "@c")
+    assert (got.status, got.stdout) == (expected.status, expected.stdout) == (0, got.stdout)
+    assert "CapPrm:\t0000000020000420" in str(got.stdout)
+    assert "CapAmb:\t0000000000000000" in str(got.stdout)
+    assert expected.stderr == ""
+    assert got.stderr.splitlines() == [
+        f"warning: process.capabilities.ambient: {name} cannot be granted "
+        "(not both permitted and inheritable)"
+        for name in config["process"]["capabilities"]["ambient"]
+    ]
+
+
 def test_state_json_layout(sides: Pair, bundle: str) -> None:
     """Key order and two-space indentation, as Go's MarshalIndent writes them."""
     create(sides, bundle, "c")

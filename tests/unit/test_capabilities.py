@@ -93,16 +93,16 @@ def test_effective_must_be_permitted() -> None:
     ("permitted", "inheritable"),
     [(["CAP_KILL"], []), ([], ["CAP_KILL"]), ([], [])],
 )
-def test_ambient_must_be_permitted_and_inheritable(
+def test_ambient_outside_permitted_or_inheritable_is_accepted(
     permitted: list[str], inheritable: list[str]
 ) -> None:
-    with pytest.raises(ConfigError) as info:
-        check_capabilities(
-            caps(permitted=permitted, inheritable=inheritable, ambient=["CAP_KILL"]),
-            "process.capabilities",
-        )
-    assert info.value.path == "process.capabilities.ambient[0]"
-    assert "must also be in the permitted and inheritable sets" in info.value.message
+    # `runc spec` writes ambient capabilities with no inheritable set, and runc runs
+    # that config: the init leaves them out with a warning (test_credentials), the check
+    # before create does not refuse the config.
+    check_capabilities(
+        caps(permitted=permitted, inheritable=inheritable, ambient=["CAP_KILL"]),
+        "process.capabilities",
+    )
 
 
 def test_kernel_last_cap_reads_proc_and_caches(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from corral.errors import ConfigError, CreateError
 from corral.linux import capabilities, credentials
+from corral.linux.capabilities import capability_mask
 from corral.linux.credentials import (
     ALL_CAPABILITIES,
     Granted,
@@ -302,6 +303,20 @@ def test_capabilities_the_runtime_lacks_are_left_out_with_a_warning() -> None:
     assert ("capset", kept, kept, 1 << 24 | 1 << NET_BIND) in fake.calls
     raised = [c[3] for c in fake.calls if c[1:3] == (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)]
     assert raised == [NET_BIND]
+
+
+def test_ambient_without_inheritable_as_runc_spec_writes_it_is_a_warning() -> None:
+    names = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    granted = Granted(
+        Capabilities({"bounding": names, "effective": names, "permitted": names, "ambient": names})
+    )
+    assert granted.ambient == []
+    assert granted.permitted == capability_mask(names)
+    assert granted.warnings == [
+        f"process.capabilities.ambient: {name} cannot be granted "
+        "(not both permitted and inheritable)"
+        for name in names
+    ]
 
 
 def test_inheritable_is_limited_by_the_new_bounding_set() -> None:
