@@ -7,13 +7,29 @@ import subprocess
 import time
 
 IMAGE = "localhost/corral-e2e/busybox:1"
+PAUSE_IMAGE = "localhost/corral-e2e/pause:1"
+
+
+def host_memory_limit(pid: int) -> int:
+    """The memory limit of ``pid``'s cgroup, read on the host (v1 or v2)."""
+    with open(f"/proc/{pid}/cgroup") as table:
+        lines = [line.rstrip("\n").split(":", 2) for line in table]
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            with open(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes") as limit:
+                return int(limit.read())
+    path = next(path for hid, _, path in lines if hid == "0")
+    with open(f"/sys/fs/cgroup{path}/memory.max") as limit:
+        return int(limit.read())
 
 
 class Ctr:
-    """``ctr`` against the private containerd, in namespace ``corral-e2e``."""
+    """``ctr`` against the private containerd, in namespace ``corral-e2e`` (the CRI
+    plugin's is ``k8s.io``)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, namespace: str = "corral-e2e") -> None:
         self.address = address
+        self.namespace = namespace
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 60, **kwargs: object
@@ -21,7 +37,7 @@ class Ctr:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         result: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
-            ["ctr", "--address", self.address, "--namespace", "corral-e2e", *args],
+            ["ctr", "--address", self.address, "--namespace", self.namespace, *args],
             text=True,
             timeout=timeout,
             check=False,

@@ -5,17 +5,22 @@ Every test takes the ``runtime`` fixture, parametrized over the runtimes named i
 compared with the same test passing with runc. Nothing touches the host's own
 containerd or podman state:
 
-- containerd runs privately (its own root, state, socket and an empty config) for the
-  session; ``ctr --runc-binary`` makes its ``io.containerd.runc.v2`` shim call the
-  runtime under test, exactly what a ``BinaryName`` runtime entry in config.toml does.
+- containerd runs privately (its own root, state, socket and config) for the session;
+  ``ctr --runc-binary`` makes its ``io.containerd.runc.v2`` shim call the runtime
+  under test, exactly what a ``BinaryName`` runtime entry in config.toml does.
+- Kubernetes goes through the same containerd's CRI plugin: its config has a
+  ``BinaryName`` runtime entry per runtime, the handler a RuntimeClass names, and
+  :mod:`e2e.cri` makes the kubelet's calls (``RunPodSandbox`` with that handler,
+  ``CreateContainer``, ``ExecSync``...) over gRPC.
 - podman runs with its own ``--root``/``--runroot``, a private ``containers.conf``
   (cgroupfs manager, file events logger, rlimits this sandbox lets a root process set),
   and ``--runtime <path>``.
 - The image is built here from the host's busybox-static: a one-layer OCI archive
-  written by :func:`corral.image.ociimage.build_oci_image`, imported into both. No
-  registry is needed.
+  written by :func:`corral.image.ociimage.build_oci_image`, imported into both (and a
+  pause image for the pod sandboxes). No registry is needed.
 
-The tests skip (with the reason) when not root or when containerd/podman are missing.
+The tests skip (with the reason) when not root or when containerd/podman (or, for the
+CRI tests, the system Python's grpc module) are missing.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import uuid
 
 import pytest
 
-from e2e.clients import IMAGE, Ctr, Podman
+from e2e.clients import IMAGE, PAUSE_IMAGE, Ctr, Podman
+from e2e.cri import Cri, grpc_missing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,29 +68,33 @@ def _skip_reason(*tools: str) -> str | None:
     return None
 
 
+def _runtime_path(name: str) -> str | None:
+    """The absolute path of runtime ``name``, None if it is not installed."""
+    if name == "corral":
+        launcher = os.path.join(os.path.dirname(sys.executable), "corral")
+        return launcher if os.access(launcher, os.X_OK) else None
+    return shutil.which(name)
+
+
 @pytest.fixture(params=_runtimes())
 def runtime(request: pytest.FixtureRequest) -> str:
     """The absolute path of the runtime binary under test."""
     name: str = request.param
-    if name == "corral":
-        launcher = os.path.join(os.path.dirname(sys.executable), "corral")
-        if not os.access(launcher, os.X_OK):
-            pytest.skip("no installed corral launcher beside this interpreter")
-        return launcher
-    found = shutil.which(name)
+    found = _runtime_path(name)
     if found is None:
-        pytest.skip(f"{name} is not installed")
+        pytest.skip(
+            "no installed corral launcher beside this interpreter"
+            if name == "corral"
+            else f"{name} is not installed"
+        )
     return found
 
 
-@pytest.fixture(scope="session")
-def image_archive(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An OCI image archive of busybox-static with the applets the tests use."""
-    from corral.image.ociimage import build_oci_image
+def _busybox_rootfs_tar(path: str) -> None:
+    """A root filesystem of busybox-static with the applets the tests use."""
+    import io
 
-    work = tmp_path_factory.mktemp("image")
-    rootfs_tar = work / "rootfs.tar"
-    with tarfile.open(rootfs_tar, "w") as archive:
+    with tarfile.open(path, "w") as archive:
         for directory in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "home"):
             info = tarfile.TarInfo(directory)
             info.type = tarfile.DIRTYPE
@@ -104,13 +114,35 @@ def image_archive(tmp_path_factory: pytest.TempPathFactory) -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
-            import io
-
             archive.addfile(info, io.BytesIO(data))
-    output = work / "busybox-oci.tar"
-    name, _, tag = IMAGE.rpartition(":")
-    build_oci_image(str(rootfs_tar), str(output), name=name, tag=tag, arch="amd64", os="linux")
-    return str(output)
+
+
+def _oci_archive(work: str, reference: str, command: list[str]) -> str:
+    from corral.image.ociimage import build_oci_image
+
+    rootfs_tar = os.path.join(work, "rootfs.tar")
+    if not os.path.exists(rootfs_tar):
+        _busybox_rootfs_tar(rootfs_tar)
+    name, _, tag = reference.rpartition(":")
+    output = os.path.join(work, f"{name.rpartition('/')[2]}-oci.tar")
+    build_oci_image(
+        rootfs_tar, output, name=name, tag=tag, arch="amd64", os="linux", command=command
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def image_archive(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An OCI image archive of busybox-static with the applets the tests use."""
+    return _oci_archive(str(tmp_path_factory.mktemp("image")), IMAGE, ["/bin/sh"])
+
+
+@pytest.fixture(scope="session")
+def pause_archive(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The pod sandbox's image: the same busybox, sleeping for ever (the part of
+    Kubernetes' pause image the tests need: a process holding the pod's namespaces)."""
+    work = str(tmp_path_factory.mktemp("pause"))
+    return _oci_archive(work, PAUSE_IMAGE, ["sleep", "2147483647"])
 
 
 @pytest.fixture(scope="session")
@@ -122,17 +154,21 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
     base = f"/tmp/corral-e2e-ctrd-{uuid.uuid4().hex[:8]}"
     os.makedirs(base)
     address = f"{base}/containerd.sock"
+    config = f"{base}/config.toml"
+    with open(config, "w") as file:
+        file.write(_containerd_config(base))
     # Started through a shell that exits at once, so the daemon is not pytest's child:
     # tests elsewhere check that a process they forked left no child behind.
     started = subprocess.run(
         [
             "sh",
             "-c",
-            'containerd --root "$1/root" --state "$1/state" --address "$2" --config /dev/null'
+            'containerd --root "$1/root" --state "$1/state" --address "$2" --config "$3"'
             ' </dev/null >"$1/containerd.log" 2>&1 & echo $!',
             "sh",
             base,
             address,
+            config,
         ],
         capture_output=True,
         text=True,
@@ -152,6 +188,53 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
         # The shims outlive containerd only while they have tasks; the tests delete theirs.
         subprocess.run(["umount", "-R", f"{base}/state"], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _containerd_config(base: str) -> str:
+    """containerd's config.toml: the defaults, and for its CRI plugin (what the kubelet
+    talks to) one runtime entry per runtime under test, as docs/clients.md tells users
+    to write it; the entry's name is the handler a RuntimeClass names.
+
+    - ``sandbox_image``: the local pause image, as no registry is reachable;
+    - ``restrict_oom_score_adj``: the kubelet asks for -998 for a pod sandbox, which
+      needs CAP_SYS_RESOURCE; these machines' root lacks it, and runc and corral alike
+      fail to lower the score. This clamps it to containerd's own, as for rootless use;
+    - CNI directories left empty: the tests' pods use the host's network, as the
+      kubelet's ``hostNetwork: true`` pods do, so no CNI plugin is run.
+    """
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    names = [name for name in _runtimes() if _runtime_path(name)]
+    lines = [
+        "version = 2",
+        f"[{cri}]",
+        f'  sandbox_image = "{PAUSE_IMAGE}"',
+        "  restrict_oom_score_adj = true",
+        f"[{cri}.cni]",
+        f'  bin_dir = "{base}/cni-bin"',
+        f'  conf_dir = "{base}/cni-conf"',
+        f"[{cri}.containerd]",
+        f'  default_runtime_name = "{names[0] if names else "runc"}"',
+    ]
+    for name in names:
+        lines += [
+            f"[{cri}.containerd.runtimes.{name}]",
+            '  runtime_type = "io.containerd.runc.v2"',
+            f"[{cri}.containerd.runtimes.{name}.options]",
+            f'  BinaryName = "{_runtime_path(name)}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def cri(containerd: Ctr, image_archive: str, pause_archive: str) -> Cri:
+    """containerd's CRI service, the two images imported where it looks (``k8s.io``)."""
+    reason = grpc_missing()
+    if reason:
+        pytest.skip(reason)
+    k8s = Ctr(containerd.address, namespace="k8s.io")
+    for archive in (image_archive, pause_archive):
+        k8s("images", "import", archive, timeout=120)
+    return Cri(containerd.address)
 
 
 def _stop(pid: int) -> None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e.clients import IMAGE, Ctr, run_in_pty
+from e2e.clients import IMAGE, Ctr, host_memory_limit, run_in_pty
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,19 +119,6 @@ def task_pid(ctr: Ctr, name: str) -> int:
         if fields[0] == name:
             return int(fields[1])
     raise AssertionError(f"no task {name}")
-
-
-def host_memory_limit(pid: int) -> int:
-    """The memory limit of ``pid``'s cgroup, read on the host (v1 or v2)."""
-    with open(f"/proc/{pid}/cgroup") as table:
-        lines = [line.rstrip("\n").split(":", 2) for line in table]
-    for _, controllers, path in lines:
-        if "memory" in controllers.split(","):
-            with open(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes") as limit:
-                return int(limit.read())
-    path = next(path for hid, _, path in lines if hid == "0")
-    with open(f"/sys/fs/cgroup{path}/memory.max") as limit:
-        return int(limit.read())
 
 
 def test_tty(ctr: Ctr, runtime: str, ctr_name: str) -> None:

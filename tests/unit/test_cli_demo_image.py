@@ -37,10 +37,10 @@ def test_oci_image_subcommand_writes_an_image(
     assert "ctr image import" in capsys.readouterr().out
 
 
-def test_missing_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_input_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     status = main(["demo", "oci-image", "--input", str(tmp_path / "nope.txz")])
     assert status == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("corral: ")
     assert "corral demo download" in err

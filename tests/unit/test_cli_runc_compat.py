@@ -7,6 +7,7 @@ docs/runc-compat.md); tests/integration/test_runc_compat.py runs both side by si
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
 
@@ -86,16 +87,16 @@ def test_text_log_line_is_logrus_text(tmp_path: Path) -> None:
     ), line
 
 
-def test_unknown_command_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_command_exits_3(capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", "/nonexistent", "bogus"]) == 3
-    assert "bogus" in capsys.readouterr().err
+    assert "bogus" in capfd.readouterr().err
 
 
-def test_bad_log_format_writes_no_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_log_format_writes_no_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "log"
     status = main(["--root", str(tmp_path), "--log", str(log), "--log-format", "xml", "list"])
     assert status == 1
-    assert "invalid log-format: xml" in capsys.readouterr().err
+    assert "invalid log-format: xml" in capfd.readouterr().err
     assert not log.exists()
 
 
@@ -106,3 +107,27 @@ def test_usage_error_goes_to_the_json_log(tmp_path: Path) -> None:
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["level"] == "error"
     assert "requires" in entry["msg"]
+
+
+def test_a_stderr_that_takes_nothing_still_gets_the_error_logged(tmp_path: Path) -> None:
+    """containerd's shim runs ``create`` of a pod sandbox with a read-only /dev/null
+    as stderr: the error must still reach the --log file, with corral's exit status
+    (Python's flush of a failed sys.stderr at exit would make it 120)."""
+    import subprocess
+
+    from conftest import corral_command
+
+    log = tmp_path / "log.json"
+    flags = ["--root", str(tmp_path), "--log", str(log), "--log-format", "json"]
+    with open(os.devnull) as read_only:
+        result = subprocess.run(
+            [*corral_command(), *flags, "state", "nosuch"],
+            stdin=read_only,
+            stdout=read_only,
+            stderr=read_only,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["msg"] == "container does not exist"

@@ -154,28 +154,28 @@ def test_stream_ticks_and_ends_when_the_container_stops(
 
 
 def test_missing_container_is_reported_before_the_interval(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--root", str(tmp_path), "events", "--interval", "0s", "nope"]) == 1
-    assert "container does not exist" in capsys.readouterr().err
+    assert "container does not exist" in capfd.readouterr().err
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_zero_interval_is_refused(
-    tmp_path: Path, sleeper: subprocess.Popen[bytes], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, sleeper: subprocess.Popen[bytes], capfd: pytest.CaptureFixture[str]
 ) -> None:
     record_for(tmp_path, "c1", sleeper.pid)
     assert main(["--root", str(tmp_path), "events", "--interval", "0s", "c1"]) == 1
-    assert "duration interval must be greater than 0" in capsys.readouterr().err
+    assert "duration interval must be greater than 0" in capfd.readouterr().err
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopped_container_is_refused(
-    tmp_path: Path, fake_stats: list[str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_stats: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     child = subprocess.Popen(["true"])
     child.wait()
     record_for(tmp_path, "c1", child.pid)
     assert main(["--root", str(tmp_path), "events", "--stats", "c1"]) == 1
-    assert "container with id c1 is not running" in capsys.readouterr().err
+    assert "container with id c1 is not running" in capfd.readouterr().err
     assert fake_stats == []

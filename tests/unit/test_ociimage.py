@@ -248,6 +248,15 @@ def test_layer_keeps_links_devices_owners_and_flags(tmp_path: Path) -> None:
     assert members["./var/empty"].pax_headers.get("SCHILY.fflags") == "schg"
 
 
+def test_default_command_is_the_images_cmd(tmp_path: Path) -> None:
+    source = write_input(tmp_path, rootfs_tar(), "xz")
+    output = str(tmp_path / "image.tar")
+    build_oci_image(source, output, name="pause", tag="1", arch="arm64", command=["sleep", "9"])
+    layout = Layout(output)
+    config = json.loads(layout.blob(layout.manifest()["config"]))
+    assert config["config"]["Cmd"] == ["sleep", "9"]
+
+
 def test_name_tag_and_architecture_come_from_the_tarball(tmp_path: Path) -> None:
     source = write_input(tmp_path, rootfs_tar(machine=62, version="14.1-RELEASE"), "xz")
     info = convert_rootfs(source, str(tmp_path / "image.tar"), name="freebsd")

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Protocol
 
+from corral.core import fastos
 from corral.errors import ContainerNotRunningError, CorralError, UsageError
 
 TYPE_CHECKING = False
@@ -186,7 +187,7 @@ def _stream(runtime: Runtime, record: Record, interval: float) -> int:
                     continue  # it stopped since the check above: the next one ends the stream
                 except CorralError as error:
                     # As runc: a failed read is reported and the stream goes on.
-                    sys.stderr.write(f"corral: {error}\n")
+                    fastos.tell(f"corral: {error}\n")
     finally:
         if watcher is not None:
             watcher.close()

@@ -4,12 +4,11 @@ containerd's runc shim passes ``--log <file> --log-format json`` and, when a cal
 fails, reads that file for the error: each line is one JSON object with ``level``,
 ``msg`` and ``time`` (RFC 3339), as logrus writes them. The text format is
 logrus's ``time="..." level=error msg="..."``. Errors also go to stderr as one
-``corral: <message>`` line, which is what a person reads.
+``corral: <message>`` line, which is what a person reads; that line is written with
+:func:`corral.core.fastos.tell`, which survives a stderr that takes nothing.
 """
 
 from __future__ import annotations
-
-import sys
 
 from corral.core import fastos
 
@@ -23,15 +22,15 @@ class Logger:
         self.debug_enabled = debug
 
     def error(self, message: str) -> None:
-        sys.stderr.write(f"corral: {message}\n")
-        sys.stderr.flush()
+        # The log first: it is what the shim reads, and stderr may take nothing.
         if self.path:
             self._write("error", message)
+        fastos.tell(f"corral: {message}\n")
 
     def warning(self, message: str) -> None:
-        sys.stderr.write(f"corral: warning: {message}\n")
         if self.path:
             self._write("warning", message)
+        fastos.tell(f"corral: warning: {message}\n")
 
     def debug(self, message: str) -> None:
         if not self.debug_enabled:
@@ -39,7 +38,7 @@ class Logger:
         if self.path:
             self._write("debug", message)
         else:
-            sys.stderr.write(f"corral: debug: {message}\n")
+            fastos.tell(f"corral: debug: {message}\n")
 
     def _write(self, level: str, message: str) -> None:
         import time
@@ -58,7 +57,7 @@ class Logger:
                 0o640,
             )
         except OSError as error:
-            sys.stderr.write(f"corral: cannot open log {self.path}: {error.strerror}\n")
+            fastos.tell(f"corral: cannot open log {self.path}: {error.strerror}\n")
             return
         try:
             fastos.write(fd, (line + "\n").encode())

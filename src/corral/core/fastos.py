@@ -47,8 +47,8 @@ __all__ = [
     "O_APPEND", "O_CLOEXEC", "O_CREAT", "O_DIRECTORY", "O_NONBLOCK", "O_RDONLY", "O_TRUNC",
     "O_WRONLY", "WEXITSTATUS", "WIFEXITED", "WIFSIGNALED", "WTERMSIG", "absolute", "chmod",
     "close", "exists", "fold", "getcwd", "geteuid", "getpid", "is_dir", "kill", "listdir", "mkdir",
-    "mkfifo", "open", "read", "readlink", "rename", "rmdir", "stat", "unlink", "waitpid",
-    "write",
+    "mkfifo", "open", "read", "readlink", "rename", "rmdir", "stat", "tell", "unlink",
+    "waitpid", "write",
 ]  # fmt: skip
 
 _S_IFMT = 0o170000
@@ -88,3 +88,19 @@ def fold(path: str) -> str:
         else:
             parts.append(part)
     return "/" + "/".join(parts)
+
+
+def tell(text: str) -> None:
+    """Write ``text`` to stderr, unbuffered; a stderr that takes nothing is no error.
+
+    Clients do not always give the runtime a stderr to write to: containerd's shim
+    runs ``create`` of a pod sandbox with a read-only ``/dev/null`` there (EBADF on
+    write), and reads the ``--log`` file instead. ``sys.stderr`` would keep the line in
+    its buffer and fail again at exit, which Python turns into exit status 120.
+    """
+    data = text.encode(errors="replace")
+    try:
+        while data:
+            data = data[write(2, data) :]
+    except OSError:
+        pass

@@ -494,9 +494,9 @@ def resources_to_apply(merged: dict[str, Any], change: dict[str, Any]) -> dict[s
 
 
 def _warn_on_stderr(message: str) -> None:
-    import sys
+    from corral.core.fastos import tell
 
-    sys.stderr.write(f"corral: warning: {message}\n")
+    tell(f"corral: warning: {message}\n")
 
 
 def load_bundle_config(bundle: str) -> Spec:

@@ -35,7 +35,7 @@ from corral.errors import CorralError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import tarfile
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import IO, Protocol
 
     class _Readable(Protocol):
@@ -136,6 +136,7 @@ def build_oci_image(
     tag: str,
     arch: str,
     os: str = "freebsd",
+    command: Sequence[str] = ("/bin/sh",),
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Write ``output``, an OCI image archive of ``rootfs_tarball``; return its manifest digest.
@@ -144,10 +145,18 @@ def build_oci_image(
     tag; an empty ``tag`` is taken from the tarball's ``bin/freebsd-version`` (``14.1``
     for 14.1-RELEASE), else ``latest``. ``arch`` may be FreeBSD's, Linux's or OCI's name
     (``aarch64``, ``arm64``); empty means the architecture of the tarball's ``bin/sh``.
-    ``progress(done, total)`` is called with the input bytes read so far.
+    ``command`` is the image's default command (``Cmd``). ``progress(done, total)`` is
+    called with the input bytes read so far.
     """
     info = convert_rootfs(
-        rootfs_tarball, output, name=name, tag=tag, arch=arch, image_os=os, progress=progress
+        rootfs_tarball,
+        output,
+        name=name,
+        tag=tag,
+        arch=arch,
+        image_os=os,
+        command=command,
+        progress=progress,
     )
     return info.manifest_digest
 
@@ -160,6 +169,7 @@ def convert_rootfs(
     tag: str = "",
     arch: str = "",
     image_os: str = "freebsd",
+    command: Sequence[str] = ("/bin/sh",),
     progress: Callable[[int, int], None] | None = None,
 ) -> ImageInfo:
     """:func:`build_oci_image`, returning everything it learned and wrote."""
@@ -183,7 +193,7 @@ def convert_rootfs(
             info.diff_id = diff_id
             info.layer_digest = layer_digest
             info.layer_size = layer_size
-            config = _config_json(info, os.path.basename(rootfs_tarball))
+            config = _config_json(info, os.path.basename(rootfs_tarball), command)
             info.config_digest = sha256_digest(config)
             manifest = _manifest_json(info, len(config))
             info.manifest_digest = sha256_digest(manifest)
@@ -543,13 +553,13 @@ def _platform(info: ImageInfo) -> dict[str, object]:
     return platform
 
 
-def _config_json(info: ImageInfo, source_name: str) -> bytes:
+def _config_json(info: ImageInfo, source_name: str, command: Sequence[str]) -> bytes:
     from corral.core import jsonio
 
     config: dict[str, object] = {"created": info.created, **_platform(info)}
     config["config"] = {
         "Env": ["PATH=" + _PATHS.get(info.os, _PATHS["linux"])],
-        "Cmd": ["/bin/sh"],
+        "Cmd": list(command),
     }
     config["rootfs"] = {"type": "layers", "diff_ids": [info.diff_id]}
     config["history"] = [

@@ -255,10 +255,9 @@ def apply_credentials(
 
 
 def _warn_on_stderr(line: str) -> None:
-    try:
-        os.write(2, f"corral: warning: {line}\n".encode())
-    except OSError:
-        pass  # no stderr: nowhere to warn
+    from corral.core.fastos import tell
+
+    tell(f"corral: warning: {line}\n")
 
 
 def _reason(step: Step, error: OSError) -> str:

@@ -1,0 +1,252 @@
+"""A small client of the Kubernetes CRI (``runtime.v1``), as the kubelet calls it.
+
+The kubelet drives containerd's CRI plugin over gRPC; with a RuntimeClass, each
+``RunPodSandbox`` names a handler, the containerd runtime entry whose shim runs the
+runtime. This client makes those calls so the end-to-end tests can walk a pod through
+what the kubelet does, without a kubelet.
+
+Two halves, so that only the transport needs gRPC:
+
+- messages are encoded and decoded here, in the protobuf wire format (varints and
+  length-delimited fields; protobuf's "Encoding" guide). A message is a list of
+  ``(field number, value)`` pairs: ``str``/``bytes`` are length-delimited, ``int``
+  and ``bool`` varints, a list of pairs a nested message. Field numbers are those of
+  ``k8s.io/cri-api/pkg/apis/runtime/v1/api.proto``.
+- each call runs :mod:`e2e.grpc_call` under the system Python, whose Debian
+  ``python3-grpcio`` carries the request bytes to the socket and the answer back. The
+  test venv stays free of gRPC.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Field: TypeAlias = "tuple[int, str | bytes | int | bool | list[Field]]"
+    Decoded: TypeAlias = dict[int, list[int | bytes]]
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVICE = "/runtime.v1.RuntimeService/"
+
+# NamespaceMode: POD = 0, CONTAINER = 1, NODE = 2, TARGET = 3.
+CONTAINER, NODE = 1, 2
+# ContainerState: CREATED = 0, RUNNING = 1, EXITED = 2, UNKNOWN = 3.
+CONTAINER_STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
+
+
+def grpc_missing() -> str | None:
+    """Why the CRI tests cannot run here, or None."""
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import grpc"], capture_output=True, check=False, timeout=30
+    )
+    if probe.returncode != 0:
+        return f"{SYSTEM_PYTHON} cannot import grpc (Debian's python3-grpcio)"
+    return None
+
+
+# -- the wire format -------------------------------------------------------------------
+
+
+def _varint(number: int) -> bytes:
+    if number < 0:
+        number += 1 << 64  # int64: two's complement in ten bytes
+    out = bytearray()
+    while True:
+        byte = number & 0x7F
+        number >>= 7
+        if number:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode(fields: list[Field]) -> bytes:
+    """A message's bytes; fields in the order given (repeated ones repeat the number)."""
+    out = bytearray()
+    for number, value in fields:
+        if isinstance(value, bool | int):
+            out += _varint(number << 3) + _varint(int(value))
+            continue
+        if isinstance(value, str):
+            payload = value.encode()
+        elif isinstance(value, bytes):
+            payload = value
+        else:
+            payload = encode(value)
+        out += _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return bytes(out)
+
+
+def decode(data: bytes) -> Decoded:
+    """A message's fields by number: varints as ints, length-delimited ones as bytes
+    (decode those again for a nested message)."""
+    fields: Decoded = {}
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        value = shift = 0
+        while True:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while position < len(data):
+        key = varint()
+        number, wire_type = key >> 3, key & 7
+        value: int | bytes
+        if wire_type == 0:
+            value = varint()
+        elif wire_type == 2:
+            length = varint()
+            value = data[position : position + length]
+            position += length
+        elif wire_type == 1:
+            value = int.from_bytes(data[position : position + 8], "little")
+            position += 8
+        elif wire_type == 5:
+            value = int.from_bytes(data[position : position + 4], "little")
+            position += 4
+        else:
+            raise ValueError(f"field {number}: unknown wire type {wire_type}")
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
+def text(fields: Decoded, number: int) -> str:
+    value = fields.get(number, [b""])[0]
+    assert isinstance(value, bytes), (number, value)
+    return value.decode()
+
+
+def number(fields: Decoded, field: int) -> int:
+    value = fields.get(field, [0])[0]
+    assert isinstance(value, int), (field, value)
+    return value if value < 1 << 63 else value - (1 << 64)
+
+
+# -- the calls -------------------------------------------------------------------------
+
+
+def _pair(key: str, value: str) -> list[Field]:
+    return [(1, key), (2, value)]
+
+
+class CriError(Exception):
+    """A call that failed: gRPC's status code and message."""
+
+
+class Cri:
+    """The RuntimeService of the containerd listening on ``socket``."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def call(self, method: str, request: list[Field], timeout: float = 60) -> Decoded:
+        helper = os.path.join(os.path.dirname(__file__), "grpc_call.py")
+        result = subprocess.run(
+            [SYSTEM_PYTHON, "-I", helper, self.socket, SERVICE + method, str(timeout)],
+            input=encode(request),
+            capture_output=True,
+            timeout=timeout + 30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise CriError(f"{method}: {result.stderr.decode().strip()}")
+        return decode(result.stdout)
+
+    def run_pod_sandbox(self, name: str, handler: str, log_directory: str) -> str:
+        """A pod on the host's network (no CNI needed), its id."""
+        response = self.call(
+            "RunPodSandbox", [(1, self.sandbox_config(name, log_directory)), (2, handler)]
+        )
+        return text(response, 1)
+
+    @staticmethod
+    def sandbox_config(name: str, log_directory: str) -> list[Field]:
+        metadata: list[Field] = [(1, name), (2, f"uid-{name}"), (3, "corral-e2e"), (4, 0)]
+        namespaces: list[Field] = [(1, NODE)]  # network: the node's; pid, ipc: the pod's
+        # No hostname: the kubelet sets one only for a pod with its own network, since
+        # a host-network pod shares the node's UTS namespace too.
+        return [
+            (1, metadata),
+            (3, log_directory),
+            (8, [(2, [(1, namespaces)])]),
+        ]
+
+    def create_container(
+        self,
+        pod: str,
+        pod_name: str,
+        log_directory: str,
+        name: str,
+        image: str,
+        command: list[str],
+        *,
+        envs: dict[str, str] | None = None,
+        working_dir: str = "",
+        memory_limit: int = 0,
+        run_as_user: int | None = None,
+        readonly_rootfs: bool = False,
+    ) -> str:
+        """A container in ``pod``, its id; ``command`` replaces the image's."""
+        # As the kubelet asks for a host-network pod: the node's network, a pid
+        # namespace of the container's own, the pod's ipc namespace.
+        namespaces: list[Field] = [(1, NODE), (2, CONTAINER)]
+        security: list[Field] = [(3, namespaces), (7, readonly_rootfs)]
+        if run_as_user is not None:
+            security.append((5, [(1, run_as_user)]))  # Int64Value{value = 1}
+        linux: list[Field] = [(2, security)]
+        if memory_limit:
+            linux.insert(0, (1, [(4, memory_limit)]))
+        config: list[Field] = [
+            (1, [(1, name), (2, 0)]),
+            (2, [(1, image)]),
+            *((3, word) for word in command),
+            *([(5, working_dir)] if working_dir else []),
+            *((6, _pair(key, value)) for key, value in (envs or {}).items()),
+            (11, f"{name}.log"),
+            (15, linux),
+        ]
+        request: list[Field] = [
+            (1, pod),
+            (2, config),
+            (3, self.sandbox_config(pod_name, log_directory)),
+        ]
+        return text(self.call("CreateContainer", request), 1)
+
+    def start_container(self, container: str) -> None:
+        self.call("StartContainer", [(1, container)])
+
+    def exec_sync(self, container: str, command: list[str]) -> tuple[int, str, str]:
+        """Exit code, stdout and stderr of ``command`` run in the container."""
+        response = self.call("ExecSync", [(1, container), *((2, word) for word in command)])
+        return number(response, 3), text(response, 1), text(response, 2)
+
+    def container_status(self, container: str) -> tuple[str, int]:
+        """The container's state (created, running, exited) and exit code."""
+        status = self.call("ContainerStatus", [(1, container)])
+        nested = status.get(1, [b""])[0]
+        assert isinstance(nested, bytes)
+        fields = decode(nested)
+        return CONTAINER_STATES[number(fields, 3)], number(fields, 7)
+
+    def stop_container(self, container: str, timeout: int) -> None:
+        self.call("StopContainer", [(1, container), (2, timeout)], timeout=timeout + 30)
+
+    def remove_container(self, container: str) -> None:
+        self.call("RemoveContainer", [(1, container)])
+
+    def stop_pod_sandbox(self, pod: str) -> None:
+        self.call("StopPodSandbox", [(1, pod)])
+
+    def remove_pod_sandbox(self, pod: str) -> None:
+        self.call("RemovePodSandbox", [(1, pod)])

@@ -1,0 +1,140 @@
+"""Kubernetes' path: a pod through containerd's CRI plugin, with the runtime as handler.
+
+The kubelet never calls the runtime: it asks containerd's CRI plugin for a pod sandbox
+with the handler its RuntimeClass names (``RunPodSandbox``), then for containers in it
+(``CreateContainer``, ``StartContainer``), runs probes and ``kubectl exec`` as
+``ExecSync``, and stops and removes them. These tests make those calls (:mod:`e2e.cri`)
+with the handler of the runtime under test, the ``BinaryName`` runtime entry that
+docs/clients.md asks users to add, and check what a pod sees. Each runs with corral and
+with runc. The pods use the host's network (``hostNetwork: true``), so no CNI plugin is
+needed.
+
+The runtime's own state proves which runtime ran the pod: the shim calls it with
+``--root /run/containerd/runc/k8s.io``, and only that runtime's ``state`` finds the
+container there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from e2e.clients import IMAGE, host_memory_limit
+from e2e.cri import Cri
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
+
+SHIM_ROOT = "/run/containerd/runc/k8s.io"
+
+
+class Pod:
+    """A pod sandbox made with ``handler``, and helpers for containers in it."""
+
+    def __init__(self, cri: Cri, handler: str, log_directory: str) -> None:
+        self.cri = cri
+        self.name = f"pod-{uuid.uuid4().hex[:8]}"
+        self.log_directory = log_directory
+        self.logs: dict[str, str] = {}
+        self.id = cri.run_pod_sandbox(self.name, handler, log_directory)
+
+    def container(self, command: list[str], **options: Any) -> str:
+        """A started container running ``command``; its id."""
+        name = f"c-{uuid.uuid4().hex[:6]}"
+        container = self.cri.create_container(
+            self.id, self.name, self.log_directory, name, IMAGE, command, **options
+        )
+        self.cri.start_container(container)
+        self.logs[container] = os.path.join(self.log_directory, f"{name}.log")
+        return container
+
+    def remove(self) -> None:
+        self.cri.stop_pod_sandbox(self.id)
+        self.cri.remove_pod_sandbox(self.id)
+
+
+@pytest.fixture
+def pod(cri: Cri, runtime: str, tmp_path: Path) -> Iterator[Pod]:
+    handler = os.path.basename(runtime)  # the config's runtime entries are named so
+    made = Pod(cri, handler, str(tmp_path))
+    try:
+        yield made
+    finally:
+        made.remove()  # removes its containers too
+
+
+def runtime_state(runtime: str, container: str) -> dict[str, Any]:
+    """The container as the runtime that runs it reports it (``state``)."""
+    result = subprocess.run(
+        [runtime, "--root", SHIM_ROOT, "state", container],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    state: dict[str, Any] = json.loads(result.stdout)
+    return state
+
+
+def wait_for_exit(cri: Cri, container: str, timeout: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        state, code = cri.container_status(container)
+        if state == "exited":
+            return code
+        assert time.monotonic() < deadline, f"{container} still {state}"
+        time.sleep(0.1)
+
+
+def test_pod_runs_execs_and_stops_with_the_handlers_runtime(
+    pod: Pod, cri: Cri, runtime: str
+) -> None:
+    sandbox = runtime_state(runtime, pod.id)
+    assert sandbox["status"] == "running"
+    script = 'trap "exit 0" TERM; echo started; while true; do sleep 0.1; done'
+    container = pod.container(["sh", "-c", script], envs={"GREETING": "hello"}, working_dir="/tmp")
+    assert cri.container_status(container) == ("running", 0)
+    assert runtime_state(runtime, container)["status"] == "running"
+
+    # kubectl exec and exec probes are ExecSync: the runtime's exec, attached.
+    code, out, err = cri.exec_sync(container, ["sh", "-c", 'echo "$GREETING" $(pwd); exit 3'])
+    assert (code, out, err) == (3, "hello /tmp\n", "")
+    code, out, err = cri.exec_sync(container, ["sh", "-c", "echo oops >&2"])
+    assert (code, out, err) == (0, "", "oops\n")
+    # The container's own pid namespace, with the kubelet's namespace options.
+    code, out, _ = cri.exec_sync(container, ["cat", "/proc/1/cmdline"])
+    assert out.split("\0")[:2] == ["sh", "-c"]
+
+    # StopContainer: SIGTERM through the runtime's kill; the trap exits 0.
+    cri.stop_container(container, timeout=10)
+    assert wait_for_exit(cri, container) == 0
+    with open(pod.logs[container]) as lines:
+        assert "started" in lines.read()  # the CRI log format: time stream tag message
+    cri.remove_container(container)
+
+
+def test_exit_code_of_a_container(pod: Pod, cri: Cri) -> None:
+    container = pod.container(["sh", "-c", "exit 7"])
+    assert wait_for_exit(cri, container) == 7
+
+
+def test_security_context_and_memory_limit(pod: Pod, cri: Cri, runtime: str) -> None:
+    limit = 48 * 1024 * 1024
+    container = pod.container(
+        ["sleep", "60"], run_as_user=65534, readonly_rootfs=True, memory_limit=limit
+    )
+    code, out, _ = cri.exec_sync(container, ["id", "-u"])
+    assert (code, out) == (0, "65534\n")
+    code, _, err = cri.exec_sync(container, ["touch", "/file"])
+    assert code != 0
+    assert "Read-only file system" in err
+    assert host_memory_limit(runtime_state(runtime, container)["pid"]) == limit
