@@ -33,7 +33,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SERVICE = "/runtime.v1.RuntimeService/"
 
 # NamespaceMode: POD = 0, CONTAINER = 1, NODE = 2, TARGET = 3.
-CONTAINER, NODE = 1, 2
+POD, CONTAINER, NODE = 0, 1, 2
 # ContainerState: CREATED = 0, RUNNING = 1, EXITED = 2, UNKNOWN = 3.
 CONTAINER_STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
 
@@ -163,30 +163,27 @@ class Cri:
             raise CriError(f"{method}: {result.stderr.decode().strip()}")
         return decode(result.stdout)
 
-    def run_pod_sandbox(self, name: str, handler: str, log_directory: str) -> str:
-        """A pod on the host's network (no CNI needed), its id."""
-        response = self.call(
-            "RunPodSandbox", [(1, self.sandbox_config(name, log_directory)), (2, handler)]
-        )
-        return text(response, 1)
+    def run_pod_sandbox(self, config: list[Field], handler: str) -> str:
+        """The pod :meth:`sandbox_config` describes, run with ``handler``; its id."""
+        return text(self.call("RunPodSandbox", [(1, config), (2, handler)]), 1)
 
     @staticmethod
-    def sandbox_config(name: str, log_directory: str) -> list[Field]:
+    def sandbox_config(name: str, log_directory: str, cgroup_parent: str = "") -> list[Field]:
+        """A pod on the host's network (no CNI needed), with its own pid and ipc
+        namespaces, under ``cgroup_parent`` (the kubelet's ``/kubepods/...``)."""
         metadata: list[Field] = [(1, name), (2, f"uid-{name}"), (3, "corral-e2e"), (4, 0)]
         namespaces: list[Field] = [(1, NODE)]  # network: the node's; pid, ipc: the pod's
+        linux: list[Field] = [(2, [(1, namespaces)])]
+        if cgroup_parent:
+            linux.insert(0, (1, cgroup_parent))
         # No hostname: the kubelet sets one only for a pod with its own network, since
         # a host-network pod shares the node's UTS namespace too.
-        return [
-            (1, metadata),
-            (3, log_directory),
-            (8, [(2, [(1, namespaces)])]),
-        ]
+        return [(1, metadata), (3, log_directory), (8, linux)]
 
     def create_container(
         self,
         pod: str,
-        pod_name: str,
-        log_directory: str,
+        sandbox_config: list[Field],
         name: str,
         image: str,
         command: list[str],
@@ -196,11 +193,13 @@ class Cri:
         memory_limit: int = 0,
         run_as_user: int | None = None,
         readonly_rootfs: bool = False,
+        share_process_namespace: bool = False,
     ) -> str:
         """A container in ``pod``, its id; ``command`` replaces the image's."""
         # As the kubelet asks for a host-network pod: the node's network, a pid
-        # namespace of the container's own, the pod's ipc namespace.
-        namespaces: list[Field] = [(1, NODE), (2, CONTAINER)]
+        # namespace of the container's own (the pod's with shareProcessNamespace), the
+        # pod's ipc namespace.
+        namespaces: list[Field] = [(1, NODE), (2, POD if share_process_namespace else CONTAINER)]
         security: list[Field] = [(3, namespaces), (7, readonly_rootfs)]
         if run_as_user is not None:
             security.append((5, [(1, run_as_user)]))  # Int64Value{value = 1}
@@ -219,7 +218,7 @@ class Cri:
         request: list[Field] = [
             (1, pod),
             (2, config),
-            (3, self.sandbox_config(pod_name, log_directory)),
+            (3, sandbox_config),
         ]
         return text(self.call("CreateContainer", request), 1)
 

@@ -39,19 +39,19 @@ SHIM_ROOT = "/run/containerd/runc/k8s.io"
 class Pod:
     """A pod sandbox made with ``handler``, and helpers for containers in it."""
 
-    def __init__(self, cri: Cri, handler: str, log_directory: str) -> None:
+    def __init__(self, cri: Cri, handler: str, log_directory: str, cgroup_parent: str) -> None:
         self.cri = cri
         self.name = f"pod-{uuid.uuid4().hex[:8]}"
         self.log_directory = log_directory
+        self.cgroup_parent = cgroup_parent
         self.logs: dict[str, str] = {}
-        self.id = cri.run_pod_sandbox(self.name, handler, log_directory)
+        self.config = cri.sandbox_config(self.name, log_directory, cgroup_parent)
+        self.id = cri.run_pod_sandbox(self.config, handler)
 
     def container(self, command: list[str], **options: Any) -> str:
         """A started container running ``command``; its id."""
         name = f"c-{uuid.uuid4().hex[:6]}"
-        container = self.cri.create_container(
-            self.id, self.name, self.log_directory, name, IMAGE, command, **options
-        )
+        container = self.cri.create_container(self.id, self.config, name, IMAGE, command, **options)
         self.cri.start_container(container)
         self.logs[container] = os.path.join(self.log_directory, f"{name}.log")
         return container
@@ -63,12 +63,35 @@ class Pod:
 
 @pytest.fixture
 def pod(cri: Cri, runtime: str, tmp_path: Path) -> Iterator[Pod]:
-    handler = os.path.basename(runtime)  # the config's runtime entries are named so
-    made = Pod(cri, handler, str(tmp_path))
+    """A pod run with the runtime's handler (the config names its entries so), under a
+    cgroup parent as the kubelet's cgroupfs driver gives one (``/kubepods/...``)."""
+    handler = os.path.basename(runtime)
+    parent = f"/corral-e2e-kubepods/pod{uuid.uuid4().hex[:8]}"
+    made = Pod(cri, handler, str(tmp_path), parent)
     try:
         yield made
     finally:
         made.remove()  # removes its containers too
+        _remove_cgroup_parent(parent)
+
+
+def _remove_cgroup_parent(parent: str) -> None:
+    """The kubelet's part: the runtimes leave a pod's parent cgroups to their owner."""
+    top = parent.strip("/").split("/")[0]
+    mounts = ["/sys/fs/cgroup"] + [
+        f"/sys/fs/cgroup/{name}" for name in os.listdir("/sys/fs/cgroup")
+    ]
+    for mount in mounts:
+        for path in (mount + parent, f"{mount}/{top}"):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def cgroup_paths(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as table:
+        return [line.rstrip("\n").split(":", 2)[2] for line in table]
 
 
 def runtime_state(runtime: str, container: str) -> dict[str, Any]:
@@ -137,4 +160,15 @@ def test_security_context_and_memory_limit(pod: Pod, cri: Cri, runtime: str) -> 
     code, _, err = cri.exec_sync(container, ["touch", "/file"])
     assert code != 0
     assert "Read-only file system" in err
-    assert host_memory_limit(runtime_state(runtime, container)["pid"]) == limit
+    pid = runtime_state(runtime, container)["pid"]
+    assert host_memory_limit(pid) == limit
+    # Placed where the kubelet's cgroupfs driver expects: <parent>/<container id>.
+    assert f"{pod.cgroup_parent}/{container}" in cgroup_paths(pid)
+
+
+def test_share_process_namespace(pod: Pod, cri: Cri) -> None:
+    """shareProcessNamespace: the container joins the sandbox's pid namespace (the
+    runtime's ``linux.namespaces`` entry with a ``path``), whose pid 1 is the pause."""
+    container = pod.container(["sleep", "60"], share_process_namespace=True)
+    code, out, _ = cri.exec_sync(container, ["cat", "/proc/1/cmdline"])
+    assert (code, out.split("\0")[:2]) == (0, ["sleep", "2147483647"])
