@@ -238,6 +238,11 @@ class Cri:
         fields = decode(nested)
         return CONTAINER_STATES[number(fields, 3)], number(fields, 7)
 
+    def update_memory_limit(self, container: str, limit: int) -> None:
+        """UpdateContainerResources (the kubelet's in-place resize): the shim calls the
+        runtime's ``update --resources -``."""
+        self.call("UpdateContainerResources", [(1, container), (2, [(4, limit)])])
+
     def stop_container(self, container: str, timeout: int) -> None:
         self.call("StopContainer", [(1, container), (2, timeout)], timeout=timeout + 30)
 

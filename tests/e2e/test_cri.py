@@ -150,7 +150,7 @@ def test_exit_code_of_a_container(pod: Pod, cri: Cri) -> None:
     assert wait_for_exit(cri, container) == 7
 
 
-def test_security_context_and_memory_limit(pod: Pod, cri: Cri, runtime: str) -> None:
+def test_security_context_memory_limit_and_resize(pod: Pod, cri: Cri, runtime: str) -> None:
     limit = 48 * 1024 * 1024
     container = pod.container(
         ["sleep", "60"], run_as_user=65534, readonly_rootfs=True, memory_limit=limit
@@ -162,6 +162,8 @@ def test_security_context_and_memory_limit(pod: Pod, cri: Cri, runtime: str) -> 
     assert "Read-only file system" in err
     pid = runtime_state(runtime, container)["pid"]
     assert host_memory_limit(pid) == limit
+    cri.update_memory_limit(container, 2 * limit)
+    assert host_memory_limit(pid) == 2 * limit
     # Placed where the kubelet's cgroupfs driver expects: <parent>/<container id>.
     assert f"{pod.cgroup_parent}/{container}" in cgroup_paths(pid)
 
