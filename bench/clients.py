@@ -10,7 +10,13 @@ round after round, alternating which runtime goes first, times:
   the whole client call: snapshot, shim start, the runtime's create/start/delete and
   the task's exit, as a user of containerd sees it;
 - ``exec``: ``ctr task exec --exec-id N ID true`` into a long-running task, which is
-  the shim calling ``RUNTIME exec --process F --detach --pid-file P`` plus its wait.
+  the shim calling ``RUNTIME exec --process F --detach --pid-file P`` plus its wait;
+- ``pod`` (when this Python has gRPC, Debian's python3-grpcio): what the kubelet asks
+  containerd's CRI plugin to start a pod with one container, ``RunPodSandbox`` with
+  the runtime's handler, ``CreateContainer`` and ``StartContainer``, timed to the
+  started container: two create/start pairs of the runtime, the shim's and containerd's
+  work. The calls are made in-process, with the message encoding of
+  ``tests/e2e/cri.py``; stopping and removing the pod are not timed.
 
 The statistics and the table come from ``bench/lifecycle.py`` (medians and 90th
 percentiles, the corral/runc ratio). Stdlib only; run as root::
@@ -35,11 +41,20 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+# tests/e2e/cri.py: the CRI messages, for the pod row.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/tests")
 
 from lifecycle import build_rows, median, ratio, render_table, summarize, table_headers
 
-STEPS = ("ctr-run", "exec")
+from e2e.cri import Cri, containerd_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from e2e.cri import Transport
+
+STEPS = ("ctr-run", "exec", "pod")
 IMAGE = "localhost/corral-bench/busybox:1"
+PAUSE_IMAGE = "localhost/corral-bench/pause:1"
 NAMESPACE = "corral-bench"
 TIMEOUT_S = 60.0
 
@@ -47,15 +62,18 @@ TIMEOUT_S = 60.0
 class Containerd:
     """A private containerd for the benchmark, and ``ctr`` against it."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, runtimes: dict[str, str]) -> None:
         self.base = base
         self.address = os.path.join(base, "containerd.sock")
+        config = os.path.join(base, "config.toml")
+        with open(config, "w") as file:
+            file.write(containerd_config(base, runtimes, PAUSE_IMAGE))
         self.log = open(os.path.join(base, "containerd.log"), "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 *("containerd", "--root", os.path.join(base, "root")),
                 *("--state", os.path.join(base, "state"), "--address", self.address),
-                *("--config", "/dev/null"),
+                *("--config", config),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
@@ -67,9 +85,11 @@ class Containerd:
                 raise RuntimeError(f"containerd did not start (see {base}/containerd.log)")
             time.sleep(0.05)
 
-    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ctr(
+        self, *args: str, check: bool = True, namespace: str = NAMESPACE
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["ctr", "--address", self.address, "--namespace", NAMESPACE, *args],
+            ["ctr", "--address", self.address, "--namespace", namespace, *args],
             capture_output=True,
             text=True,
             timeout=TIMEOUT_S,
@@ -93,8 +113,9 @@ class Containerd:
         )
 
 
-def build_image(workdir: str) -> str:
-    """A busybox OCI archive (busybox + ``true`` and ``sleep``)."""
+def build_image(workdir: str, reference: str = IMAGE, command: Sequence[str] = ("/bin/sh",)) -> str:
+    """A busybox OCI archive (busybox + ``true`` and ``sleep``) whose default command
+    is ``command``."""
     from corral.image.ociimage import build_oci_image
 
     rootfs = os.path.join(workdir, "rootfs.tar")
@@ -108,10 +129,41 @@ def build_image(workdir: str) -> str:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             archive.addfile(link)
-    output = os.path.join(workdir, "image.tar")
-    name, _, tag = IMAGE.rpartition(":")
-    build_oci_image(rootfs, output, name=name, tag=tag, arch="amd64", os="linux")
+    name, _, tag = reference.rpartition(":")
+    output = os.path.join(workdir, f"{name.rpartition('/')[2]}.tar")
+    build_oci_image(rootfs, output, name=name, tag=tag, arch="amd64", os="linux", command=command)
     return output
+
+
+def grpc_transport() -> Transport | None:
+    """An in-process transport for :class:`e2e.cri.Cri`, None without gRPC."""
+    try:
+        import grpc  # type: ignore[import-untyped]  # the system Python's, without stubs
+    except ImportError:
+        return None
+    channels = {}
+
+    def call(socket: str, method: str, request: bytes, timeout: float) -> bytes:
+        if socket not in channels:
+            channels[socket] = grpc.insecure_channel("unix://" + socket)
+        response: bytes = channels[socket].unary_unary(method)(request, timeout=timeout)
+        return response
+
+    return call
+
+
+def time_pod(cri: Cri, handler: str, name: str, workdir: str) -> float:
+    """Seconds from RunPodSandbox to a started container, then the pod removed."""
+    config = cri.sandbox_config(name, workdir)
+    start = time.perf_counter()
+    pod = cri.run_pod_sandbox(config, handler)
+    try:
+        container = cri.create_container(pod, config, "c", IMAGE, ["sleep", "100000"])
+        cri.start_container(container)
+        return time.perf_counter() - start
+    finally:
+        cri.stop_pod_sandbox(pod)
+        cri.remove_pod_sandbox(pod)
 
 
 def timed(function: object, *args: str) -> float:
@@ -121,7 +173,7 @@ def timed(function: object, *args: str) -> float:
 
 
 def benchmark(
-    containerd: Containerd, runtimes: dict[str, str], runs: int, warmup: int
+    containerd: Containerd, runtimes: dict[str, str], runs: int, warmup: int, cri: Cri | None
 ) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {
         label: {s: [] for s in STEPS} for label in runtimes
@@ -147,6 +199,10 @@ def benchmark(
                 if n >= warmup:
                     results[label]["ctr-run"].append(run_s)
                     results[label]["exec"].append(exec_s)
+                if cri is not None:
+                    pod_s = time_pod(cri, label, name, containerd.base)
+                    if n >= warmup:
+                        results[label]["pod"].append(pod_s)
     finally:
         for name in sleepers.values():
             containerd.ctr("task", "kill", "-s", "SIGKILL", name, check=False)
@@ -183,13 +239,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     containerd = None
     try:
         image = build_image(workdir)
-        containerd = Containerd(workdir)
+        containerd = Containerd(workdir, runtimes)
         containerd.ctr("images", "import", image)
-        results = benchmark(containerd, runtimes, args.runs, args.warmup)
+        transport = grpc_transport()
+        cri = None
+        if transport is not None:
+            pause = build_image(workdir, PAUSE_IMAGE, ["sleep", "2147483647"])
+            for archive in (image, pause):
+                containerd.ctr("images", "import", archive, namespace="k8s.io")
+            cri = Cri(containerd.address, transport)
+        else:
+            print("clients.py: no grpc module here: no pod row", file=sys.stderr)
+        results = benchmark(containerd, runtimes, args.runs, args.warmup, cri)
+        steps = STEPS if cri is not None else STEPS[:2]
         labels = list(runtimes)
         if args.json:
             document: dict[str, object] = {}
-            for step in STEPS:
+            for step in steps:
                 entry: dict[str, object] = {
                     label: summarize(results[label][step]) for label in labels
                 }
@@ -198,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 document[step] = entry
             print(json.dumps({"runs": args.runs, "steps": document}, indent=2))
         else:
-            print(render_table(table_headers(labels), build_rows(results, STEPS, labels)))
+            print(render_table(table_headers(labels), build_rows(results, steps, labels)))
     except RuntimeError as error:
         print(f"clients.py: {error}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ import uuid
 import pytest
 
 from e2e.clients import IMAGE, PAUSE_IMAGE, Ctr, Podman
-from e2e.cri import Cri, grpc_missing
+from e2e.cri import Cri, containerd_config, grpc_missing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,7 +156,10 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
     address = f"{base}/containerd.sock"
     config = f"{base}/config.toml"
     with open(config, "w") as file:
-        file.write(_containerd_config(base))
+        # Its CRI plugin gets a runtime entry per runtime under test (e2e/test_cri.py).
+        runtimes = {name: _runtime_path(name) for name in _runtimes()}
+        installed = {name: path for name, path in runtimes.items() if path}
+        file.write(containerd_config(base, installed, PAUSE_IMAGE))
     # Started through a shell that exits at once, so the daemon is not pytest's child:
     # tests elsewhere check that a process they forked left no child behind.
     started = subprocess.run(
@@ -188,41 +191,6 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
         # The shims outlive containerd only while they have tasks; the tests delete theirs.
         subprocess.run(["umount", "-R", f"{base}/state"], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _containerd_config(base: str) -> str:
-    """containerd's config.toml: the defaults, and for its CRI plugin (what the kubelet
-    talks to) one runtime entry per runtime under test, as docs/clients.md tells users
-    to write it; the entry's name is the handler a RuntimeClass names.
-
-    - ``sandbox_image``: the local pause image, as no registry is reachable;
-    - ``restrict_oom_score_adj``: the kubelet asks for -998 for a pod sandbox, which
-      needs CAP_SYS_RESOURCE; these machines' root lacks it, and runc and corral alike
-      fail to lower the score. This clamps it to containerd's own, as for rootless use;
-    - CNI directories left empty: the tests' pods use the host's network, as the
-      kubelet's ``hostNetwork: true`` pods do, so no CNI plugin is run.
-    """
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    names = [name for name in _runtimes() if _runtime_path(name)]
-    lines = [
-        "version = 2",
-        f"[{cri}]",
-        f'  sandbox_image = "{PAUSE_IMAGE}"',
-        "  restrict_oom_score_adj = true",
-        f"[{cri}.cni]",
-        f'  bin_dir = "{base}/cni-bin"',
-        f'  conf_dir = "{base}/cni-conf"',
-        f"[{cri}.containerd]",
-        f'  default_runtime_name = "{names[0] if names else "runc"}"',
-    ]
-    for name in names:
-        lines += [
-            f"[{cri}.containerd.runtimes.{name}]",
-            '  runtime_type = "io.containerd.runc.v2"',
-            f"[{cri}.containerd.runtimes.{name}.options]",
-            f'  BinaryName = "{_runtime_path(name)}"',
-        ]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="session")
