@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 APPLETS = [
     *("sh", "cat", "echo", "env", "id", "hostname", "ls", "mkdir", "pwd", "sleep"),
     *("true", "false", "ps", "grep", "head", "wc", "touch", "rm", "cut", "tr"),
-    *("seq", "dd", "kill", "top"),
+    *("seq", "dd", "kill", "top", "unshare"),
 ]
 
 

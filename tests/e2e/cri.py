@@ -242,6 +242,7 @@ class Cri:
         run_as_user: int | None = None,
         readonly_rootfs: bool = False,
         share_process_namespace: bool = False,
+        runtime_default_seccomp: bool = False,
     ) -> str:
         """A container in ``pod``, its id; ``command`` replaces the image's."""
         # As the kubelet asks for a host-network pod: the node's network, a pid
@@ -249,6 +250,10 @@ class Cri:
         # pod's ipc namespace.
         namespaces: list[Field] = [(1, NODE), (2, POD if share_process_namespace else CONTAINER)]
         security: list[Field] = [(3, namespaces), (7, readonly_rootfs)]
+        if runtime_default_seccomp:
+            # seccompProfile: {type: RuntimeDefault}; ProfileType RuntimeDefault is 0,
+            # so the SecurityProfile message is present and empty.
+            security.append((15, []))
         if run_as_user is not None:
             security.append((5, [(1, run_as_user)]))  # Int64Value{value = 1}
         linux: list[Field] = [(2, security)]

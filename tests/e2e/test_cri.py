@@ -174,3 +174,21 @@ def test_share_process_namespace(pod: Pod, cri: Cri) -> None:
     container = pod.container(["sleep", "60"], share_process_namespace=True)
     code, out, _ = cri.exec_sync(container, ["cat", "/proc/1/cmdline"])
     assert (code, out.split("\0")[:2]) == (0, ["sleep", "2147483647"])
+
+
+def test_runtime_default_seccomp(pod: Pod, cri: Cri) -> None:
+    """``seccompProfile: RuntimeDefault``: containerd writes its default profile into
+    ``linux.seccomp``, and the runtime loads it (Seccomp: 2 is filter mode, proc(5));
+    a container without one runs unfiltered."""
+    confined = pod.container(["sleep", "60"], runtime_default_seccomp=True)
+    unconfined = pod.container(["sleep", "60"])
+    for container, mode in ((confined, "2"), (unconfined, "0")):
+        code, out, _ = cri.exec_sync(container, ["cat", "/proc/1/status"])
+        assert code == 0
+        assert f"Seccomp:\t{mode}" in out.splitlines()
+    # unshare(2) needs no capability for a user namespace, but containerd's default
+    # profile allows it only to a container with CAP_SYS_ADMIN.
+    code, _, err = cri.exec_sync(confined, ["unshare", "-U", "true"])
+    assert code != 0
+    assert "Operation not permitted" in err
+    assert cri.exec_sync(unconfined, ["unshare", "-U", "true"])[0] == 0
