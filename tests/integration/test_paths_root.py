@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from corral.linux import paths, rootfs
+from corral.linux import mountinfo, paths, rootfs
 from corral.linux.mountopts import check_mounts
 from corral.linux.syscalls import (
     CLONE_NEWNS,
@@ -54,7 +54,7 @@ def host_cgroup_layout() -> set[str]:
         return {"cgroup.controllers", "cgroup.procs"}
     return {
         mount_point.rpartition("/")[2]
-        for mount_point, _, fstype, _ in rootfs.read_mountinfo()
+        for mount_point, _, fstype, _ in mountinfo.read()
         if fstype in ("cgroup", "cgroup2") and mount_point.startswith("/sys/fs/cgroup/")
     }
 

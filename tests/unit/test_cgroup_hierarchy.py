@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.errors import CorralError
-from corral.linux.cgroups.hierarchy import Hierarchy, detect, parse_mountinfo, unescape
+from corral.linux.cgroups.hierarchy import Hierarchy, detect, parse_mountinfo
 
 HYBRID = """\
 22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -86,11 +86,6 @@ def test_preferred_unified_mount_point() -> None:
 def test_no_cgroup_mount_is_an_error() -> None:
     with pytest.raises(CorralError, match="no cgroup filesystem is mounted"):
         parse_mountinfo("22 28 0:21 / /sys rw - sysfs sysfs rw\n")
-
-
-def test_unescape_octal() -> None:
-    assert unescape("/mnt/memory\\040again") == "/mnt/memory again"
-    assert unescape("/plain") == "/plain"
 
 
 def test_record_round_trip() -> None:

@@ -408,18 +408,6 @@ def test_finish_masks_and_makes_read_only(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def test_mountinfo_escapes(tmp_path: Path) -> None:
-    info = tmp_path / "mountinfo"
-    info.write_text(
-        "22 1 0:21 / /proc rw,relatime shared:5 - proc proc rw\n"
-        "30 22 0:27 /sub /mnt/with\\040space rw - tmpfs tmpfs rw,size=4k\n"
-    )
-    assert rootfs.read_mountinfo(str(info)) == [
-        ("/proc", "/", "proc", "rw"),
-        ("/mnt/with space", "/sub", "tmpfs", "rw,size=4k"),
-    ]
-
-
 def test_cgroup_v1_helpers() -> None:
     assert rootfs._controllers("rw,cpuacct,cpu") == "cpu,cpuacct"
     assert rootfs._controllers("rw,xattr,name=systemd") == "name=systemd"

@@ -90,9 +90,9 @@ def check_intel_rdt(spec: Spec) -> None:
 
 def find_resctrl(mountinfo: str = "/proc/self/mountinfo") -> str:
     """Where resctrl is mounted in this mount namespace; "" if it is not."""
-    from corral.linux.rootfs import read_mountinfo
+    from corral.linux import mountinfo as table
 
-    for mount_point, _root, fstype, _options in read_mountinfo(mountinfo):
+    for mount_point, _root, fstype, _options in table.read(mountinfo):
         if fstype == "resctrl":
             return mount_point
     return ""

@@ -37,6 +37,7 @@ import errno
 import os
 import stat
 
+from corral.linux import mountinfo
 from corral.linux.devices import create_devices
 from corral.linux.mountopts import PROPAGATION_OPTIONS, bind_source, parse_options
 from corral.linux.paths import (
@@ -422,7 +423,7 @@ def _make_parent_private(sc: Syscalls, rootfs: str, *, root_too: bool) -> None:
     """Make the mount holding ``rootfs`` (and ``/`` if asked) private, for pivot_root."""
     real = os.path.realpath(rootfs)
     parent = "/"
-    for mount_point, _root, _fstype, _options in read_mountinfo():
+    for mount_point, _root, _fstype, _options in mountinfo.read():
         if (real == mount_point or real.startswith(mount_point.rstrip("/") + "/")) and len(
             mount_point
         ) > len(parent):
@@ -430,43 +431,6 @@ def _make_parent_private(sc: Syscalls, rootfs: str, *, root_too: bool) -> None:
     _mount(sc, None, parent, None, MS_PRIVATE, None, f"propagation of {parent}")
     if root_too and parent != "/":
         _mount(sc, None, "/", None, MS_PRIVATE, None, "propagation of /")
-
-
-def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, str, str]]:
-    """(mount point, root, fstype, super options) of each line of mountinfo(5)."""
-    entries = []
-    with open(path, "rb") as f:
-        for line in f.read().decode("utf-8", "surrogateescape").splitlines():
-            fields = line.split(" ")
-            try:
-                dash = fields.index("-", 6)
-            except ValueError:
-                continue
-            entries.append(
-                (
-                    _unescape(fields[4]),
-                    _unescape(fields[3]),
-                    fields[dash + 1],
-                    fields[dash + 3] if len(fields) > dash + 3 else "",
-                )
-            )
-    return entries
-
-
-def _unescape(field: str) -> str:
-    """mountinfo(5) writes space, tab, newline and backslash as octal escapes."""
-    if "\\" not in field:
-        return field
-    out = []
-    i = 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 # -- cgroup mounts ---------------------------------------------------------------------
@@ -492,7 +456,7 @@ def _mount_cgroup(
     tmpfs_fd = open_in_root(sc, root_fd, dest, _PATH_DIR)
     done: set[str] = set()
     try:
-        for mount_point, mount_root, fstype, super_options in read_mountinfo():
+        for mount_point, mount_root, fstype, super_options in mountinfo.read():
             parent, _, name = mount_point.rpartition("/")
             if parent != _HOST_CGROUP or fstype not in ("cgroup", "cgroup2") or name in done:
                 continue  # a hierarchy mounted there twice is listed twice

@@ -23,6 +23,7 @@ A hierarchy mounted twice (a bind mount) counts once: the first mount found, as 
 from __future__ import annotations
 
 from corral.errors import CorralError
+from corral.linux import mountinfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,41 +86,17 @@ class Hierarchy:
         )
 
 
-def unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` for a space; proc(5))."""
-    if "\\" not in field:
-        return field
-    out = []
-    index = 0
-    while index < len(field):
-        if field[index] == "\\" and field[index + 1 : index + 4].isdigit():
-            out.append(chr(int(field[index + 1 : index + 4], 8)))
-            index += 4
-        else:
-            out.append(field[index])
-            index += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> Hierarchy:
     """The cgroup layout described by the text of a ``mountinfo`` file."""
     v1_roots: dict[str, str] = {}
     mount_roots: dict[str, str] = {}
     unified: list[tuple[str, str]] = []
     controllers_seen = False
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if separator < 5 or len(fields) < separator + 4:
-            continue
-        fstype = fields[separator + 1]
-        root, mount_point = unescape(fields[3]), unescape(fields[4])
+    for mount_point, root, fstype, super_options in mountinfo.parse(text):
         if fstype == "cgroup2":
             unified.append((mount_point, root))
         elif fstype == "cgroup":
-            for option in fields[separator + 3].split(","):
+            for option in super_options.split(","):
                 if option in _V1_OPTIONS or option.startswith("release_agent="):
                     continue
                 if option not in v1_roots:
