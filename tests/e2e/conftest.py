@@ -36,7 +36,7 @@ import uuid
 import pytest
 
 from e2e.clients import IMAGE, PAUSE_IMAGE, Ctr, Podman
-from e2e.cri import Cri, containerd_config, grpc_missing
+from e2e.cri import Cri, containerd_config, grpc_missing, pod_network_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -160,6 +160,9 @@ def containerd(image_archive: str) -> Iterator[Ctr]:
         runtimes = {name: _runtime_path(name) for name in _runtimes()}
         installed = {name: path for name, path in runtimes.items() if path}
         file.write(containerd_config(base, installed, PAUSE_IMAGE))
+    os.makedirs(f"{base}/cni-conf")
+    with open(f"{base}/cni-conf/10-corral-e2e.conflist", "w") as file:
+        file.write(pod_network_config(base))
     # Started through a shell that exits at once, so the daemon is not pytest's child:
     # tests elsewhere check that a process they forked left no child behind.
     started = subprocess.run(

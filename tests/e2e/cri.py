@@ -40,6 +40,20 @@ POD, CONTAINER, NODE = 0, 1, 2
 CONTAINER_STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
 
 
+CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins (podman needs it)
+
+
+def pod_network_config(base: str) -> str:
+    """A CNI network list for pods with a network of their own: a veth pair to the host
+    (``ptp``), an address from ``host-local``, no masquerading, so nothing is added to
+    the host's firewall and nothing outlives the pod but the IPAM files under ``base``."""
+    return (
+        '{"cniVersion": "0.4.0", "name": "corral-e2e", "plugins": [{"type": "ptp", '
+        '"ipMasq": false, "ipam": {"type": "host-local", "subnet": "10.222.0.0/24", '
+        f'"dataDir": "{base}/ipam"}}}}]}}\n'
+    )
+
+
 def containerd_config(base: str, runtimes: dict[str, str], sandbox_image: str) -> str:
     """containerd's config.toml: the defaults, and for its CRI plugin (what the kubelet
     talks to) one runtime entry per ``runtimes`` name (the handler a RuntimeClass
@@ -50,8 +64,9 @@ def containerd_config(base: str, runtimes: dict[str, str], sandbox_image: str) -
       -998, which needs CAP_SYS_RESOURCE; the test machines' root lacks it, and runc and
       corral alike fail to lower the score. This clamps it to containerd's own, as for
       rootless use;
-    - CNI directories left empty: the pods use the host's network, as the kubelet's
-      ``hostNetwork: true`` pods do, so no CNI plugin is run.
+    - CNI: the plugins of Debian's containernetworking-plugins, and the network list
+      the caller writes to ``<base>/cni-conf`` (:func:`pod_network_config`); pods with
+      ``hostNetwork: true`` need none.
     """
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     lines = [
@@ -60,7 +75,7 @@ def containerd_config(base: str, runtimes: dict[str, str], sandbox_image: str) -
         f'  sandbox_image = "{sandbox_image}"',
         "  restrict_oom_score_adj = true",
         f"[{cri}.cni]",
-        f'  bin_dir = "{base}/cni-bin"',
+        f'  bin_dir = "{CNI_PLUGINS}"',
         f'  conf_dir = "{base}/cni-conf"',
         f"[{cri}.containerd]",
         f'  default_runtime_name = "{next(iter(runtimes), "runc")}"',
@@ -216,17 +231,23 @@ class Cri:
         return text(self.call("RunPodSandbox", [(1, config), (2, handler)]), 1)
 
     @staticmethod
-    def sandbox_config(name: str, log_directory: str, cgroup_parent: str = "") -> list[Field]:
-        """A pod on the host's network (no CNI needed), with its own pid and ipc
-        namespaces, under ``cgroup_parent`` (the kubelet's ``/kubepods/...``)."""
+    def sandbox_config(
+        name: str, log_directory: str, cgroup_parent: str = "", *, host_network: bool = True
+    ) -> list[Field]:
+        """A pod on the host's network (no CNI needed) or on its own (set up by CNI),
+        with its own pid and ipc namespaces, under ``cgroup_parent`` (the kubelet's
+        ``/kubepods/...``)."""
         metadata: list[Field] = [(1, name), (2, f"uid-{name}"), (3, "corral-e2e"), (4, 0)]
-        namespaces: list[Field] = [(1, NODE)]  # network: the node's; pid, ipc: the pod's
+        namespaces: list[Field] = [(1, NODE if host_network else POD)]
         linux: list[Field] = [(2, [(1, namespaces)])]
         if cgroup_parent:
             linux.insert(0, (1, cgroup_parent))
-        # No hostname: the kubelet sets one only for a pod with its own network, since
-        # a host-network pod shares the node's UTS namespace too.
-        return [(1, metadata), (3, log_directory), (8, linux)]
+        config: list[Field] = [(1, metadata), (3, log_directory), (8, linux)]
+        if not host_network:
+            # The kubelet sets a hostname only for a pod with its own network: a
+            # host-network pod shares the node's UTS namespace too.
+            config.insert(1, (2, name))
+        return config
 
     def create_container(
         self,
@@ -243,12 +264,15 @@ class Cri:
         readonly_rootfs: bool = False,
         share_process_namespace: bool = False,
         runtime_default_seccomp: bool = False,
+        host_network: bool = True,
     ) -> str:
         """A container in ``pod``, its id; ``command`` replaces the image's."""
-        # As the kubelet asks for a host-network pod: the node's network, a pid
-        # namespace of the container's own (the pod's with shareProcessNamespace), the
-        # pod's ipc namespace.
-        namespaces: list[Field] = [(1, NODE), (2, POD if share_process_namespace else CONTAINER)]
+        # As the kubelet asks: the node's network or the pod's, a pid namespace of the
+        # container's own (the pod's with shareProcessNamespace), the pod's ipc namespace.
+        namespaces: list[Field] = [
+            (1, NODE if host_network else POD),
+            (2, POD if share_process_namespace else CONTAINER),
+        ]
         security: list[Field] = [(3, namespaces), (7, readonly_rootfs)]
         if runtime_default_seccomp:
             # seccompProfile: {type: RuntimeDefault}; ProfileType RuntimeDefault is 0,

@@ -6,8 +6,8 @@ with the handler its RuntimeClass names (``RunPodSandbox``), then for containers
 ``ExecSync``, and stops and removes them. These tests make those calls (:mod:`e2e.cri`)
 with the handler of the runtime under test, the ``BinaryName`` runtime entry that
 docs/clients.md asks users to add, and check what a pod sees. Each runs with corral and
-with runc. The pods use the host's network (``hostNetwork: true``), so no CNI plugin is
-needed.
+with runc. Most pods use the host's network (``hostNetwork: true``); one has its own,
+set up by Debian's CNI plugins (``ptp``), as a pod usually has.
 
 The runtime's own state proves which runtime ran the pod: the shim calls it with
 ``--root /run/containerd/runc/k8s.io``, and only that runtime's ``state`` finds the
@@ -25,7 +25,7 @@ import uuid
 import pytest
 
 from e2e.clients import IMAGE, host_memory_limit
-from e2e.cri import Cri
+from e2e.cri import CNI_PLUGINS, Cri
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,18 +39,29 @@ SHIM_ROOT = "/run/containerd/runc/k8s.io"
 class Pod:
     """A pod sandbox made with ``handler``, and helpers for containers in it."""
 
-    def __init__(self, cri: Cri, handler: str, log_directory: str, cgroup_parent: str) -> None:
+    def __init__(
+        self,
+        cri: Cri,
+        handler: str,
+        log_directory: str,
+        cgroup_parent: str,
+        host_network: bool = True,
+    ) -> None:
         self.cri = cri
         self.name = f"pod-{uuid.uuid4().hex[:8]}"
         self.log_directory = log_directory
         self.cgroup_parent = cgroup_parent
+        self.host_network = host_network
         self.logs: dict[str, str] = {}
-        self.config = cri.sandbox_config(self.name, log_directory, cgroup_parent)
+        self.config = cri.sandbox_config(
+            self.name, log_directory, cgroup_parent, host_network=host_network
+        )
         self.id = cri.run_pod_sandbox(self.config, handler)
 
     def container(self, command: list[str], **options: Any) -> str:
         """A started container running ``command``; its id."""
         name = f"c-{uuid.uuid4().hex[:6]}"
+        options.setdefault("host_network", self.host_network)
         container = self.cri.create_container(self.id, self.config, name, IMAGE, command, **options)
         self.cri.start_container(container)
         self.logs[container] = os.path.join(self.log_directory, f"{name}.log")
@@ -61,18 +72,32 @@ class Pod:
         self.cri.remove_pod_sandbox(self.id)
 
 
-@pytest.fixture
-def pod(cri: Cri, runtime: str, tmp_path: Path) -> Iterator[Pod]:
+def _pod(cri: Cri, runtime: str, tmp_path: Path, host_network: bool) -> Iterator[Pod]:
     """A pod run with the runtime's handler (the config names its entries so), under a
     cgroup parent as the kubelet's cgroupfs driver gives one (``/kubepods/...``)."""
     handler = os.path.basename(runtime)
     parent = f"/corral-e2e-kubepods/pod{uuid.uuid4().hex[:8]}"
-    made = Pod(cri, handler, str(tmp_path), parent)
+    made = Pod(cri, handler, str(tmp_path), parent, host_network)
     try:
         yield made
     finally:
         made.remove()  # removes its containers too
         _remove_cgroup_parent(parent)
+
+
+@pytest.fixture
+def pod(cri: Cri, runtime: str, tmp_path: Path) -> Iterator[Pod]:
+    """A pod on the host's network (``hostNetwork: true``)."""
+    yield from _pod(cri, runtime, tmp_path, host_network=True)
+
+
+@pytest.fixture
+def networked_pod(cri: Cri, runtime: str, tmp_path: Path) -> Iterator[Pod]:
+    """A pod with a network namespace of its own, which containerd creates and CNI sets
+    up before the runtime runs the sandbox in it (its path in ``linux.namespaces``)."""
+    if not os.access(os.path.join(CNI_PLUGINS, "ptp"), os.X_OK):
+        pytest.skip(f"no ptp CNI plugin in {CNI_PLUGINS} (containernetworking-plugins)")
+    yield from _pod(cri, runtime, tmp_path, host_network=False)
 
 
 def _remove_cgroup_parent(parent: str) -> None:
@@ -192,3 +217,24 @@ def test_runtime_default_seccomp(pod: Pod, cri: Cri) -> None:
     assert code != 0
     assert "Operation not permitted" in err
     assert cri.exec_sync(unconfined, ["unshare", "-U", "true"])[0] == 0
+
+
+def test_pod_with_its_own_network_and_hostname(networked_pod: Pod, cri: Cri, runtime: str) -> None:
+    """The usual Kubernetes pod: the sandbox in the network namespace CNI set up, with
+    the pod's hostname; each container joins the sandbox's network, UTS and ipc
+    namespaces by path."""
+    pod = networked_pod
+    container = pod.container(["sleep", "60"])
+    assert cri.exec_sync(container, ["hostname"])[:2] == (0, pod.name + "\n")
+    code, out, _ = cri.exec_sync(container, ["cat", "/proc/net/dev"])
+    assert code == 0
+    assert "eth0:" in out  # ptp's end of the veth pair
+    sandbox_pid = runtime_state(runtime, pod.id)["pid"]
+    container_pid = runtime_state(runtime, container)["pid"]
+    for kind in ("net", "uts", "ipc"):
+        shared = os.readlink(f"/proc/{container_pid}/ns/{kind}")
+        assert shared == os.readlink(f"/proc/{sandbox_pid}/ns/{kind}"), kind
+        assert shared != os.readlink(f"/proc/self/ns/{kind}"), kind
+    assert os.readlink(f"/proc/{container_pid}/ns/pid") != os.readlink(
+        f"/proc/{sandbox_pid}/ns/pid"
+    )
