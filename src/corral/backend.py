@@ -95,6 +95,12 @@ class Backend:
 
     platform = "none"
 
+    def warm_up(self) -> None:
+        """Start, in the background, kernel work that ``create`` or ``exec`` will wait
+        for, while the caller reads and checks the request (Linux: the grace period
+        of the first cgroup migration, :mod:`corral.linux.cgroups.warmup`). The
+        backend waits for it before it forks."""
+
     def check(self, request: CreateRequest) -> None:
         """Reject, before anything is created, whatever this backend cannot apply."""
         raise NotImplementedError

@@ -365,3 +365,21 @@ def test_update_changes_a_live_containers_memory_limit(
     Runtime(corral.root).update(container_id, {"memory": {"limit": 96 << 20}})
     with open(limit_file) as file:
         assert file.read().strip() == str(96 << 20)
+
+
+def test_warm_up_migration_leaves_this_process_where_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The warm-up writes this process's pid into its own cgroup: it must move
+    nothing, in any hierarchy (corral.linux.cgroups.warmup)."""
+    from corral.linux.cgroups import warmup
+
+    with open("/proc/self/cgroup") as table:
+        before = table.read()
+    procs = warmup.own_procs_file()
+    assert procs is not None and os.path.exists(procs)
+    monkeypatch.setattr(warmup, "_started", False)
+    warmup.start()
+    warmup.finish()
+    with open("/proc/self/cgroup") as table:
+        assert table.read() == before

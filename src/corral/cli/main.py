@@ -252,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"usage: {command.usage}\n\n{command.help}\n")
             return 0
         check_arity(command, parsed)
+        if name in ("create", "run") and sys.platform.startswith("linux"):
+            # The kernel's grace period for the cgroup migration ahead, waited out in a
+            # thread while the command imports and checks (corral.linux.cgroups.warmup).
+            # exec starts it once it has checked --preserve-fds (exec_container.py).
+            from corral.linux.cgroups import warmup
+
+            warmup.start()
         return _dispatch(name, options, parsed, logger)
     except CorralError as error:
         logger.error(str(error))

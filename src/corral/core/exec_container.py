@@ -149,6 +149,10 @@ def exec_in_container(runtime: Runtime, container_id: str, options: ExecOptions)
     from corral.core.ids import validate_id
 
     validate_id(container_id)
+    # Before the warm-up thread may hold a descriptor of its own: one at fd 3 would pass
+    # for the caller's.
+    check_preserved_fds(options.preserve_fds)
+    runtime.backend.warm_up()  # the exec'd process's cgroup migration, begun early
     record = runtime.store.load(container_id)
     check_exec_status(runtime.status(record), options.ignore_paused)
     spec = exec_spec(options, read_container_config(record))
@@ -156,7 +160,6 @@ def exec_in_container(runtime: Runtime, container_id: str, options: ExecOptions)
     terminal = spec.process.terminal
     check_exec_console(terminal, options.console_socket, detach=options.detach)
     cgroup_paths = parse_cgroup_flags(options.cgroups)
-    check_preserved_fds(options.preserve_fds)
     import importlib
 
     platform = importlib.import_module(f"corral.{runtime.backend.platform}.exec")

@@ -139,6 +139,9 @@ class Runtime:
         from corral.backend import CreateRequest
 
         validate_id(container_id)
+        # The kernel's part of placing the init in its cgroup, begun while the config
+        # is read and checked (corral.linux.cgroups.warmup).
+        self.backend.warm_up()
         bundle = fastos.absolute(bundle)
         spec = load_bundle_config(bundle)
         import os

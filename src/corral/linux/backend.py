@@ -46,6 +46,11 @@ SIGKILL = 9
 class LinuxBackend(Backend):
     platform = "linux"
 
+    def warm_up(self) -> None:
+        from corral.linux.cgroups import warmup
+
+        warmup.start()
+
     def check(self, request: CreateRequest) -> None:
         from corral.linux.check import check_config
 
@@ -68,7 +73,9 @@ class LinuxBackend(Backend):
 
         from corral.core import handshake
         from corral.linux import syscalls as sc_
+        from corral.linux.cgroups import warmup
 
+        warmup.finish()  # before any fork (no thread may run then)
         sc = sc_.Syscalls()
         spec = request.spec
         assert spec.linux is not None

@@ -142,6 +142,9 @@ def spawn_process(
             own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             sc.setns(pid_ns, sc_.CLONE_NEWPID, "the container's pid namespace")
             os.close(pid_ns)
+        from corral.linux.cgroups import warmup
+
+        warmup.finish()  # before the fork (no thread may run then)
         try:
             pid = os.fork()
             if pid == 0:
