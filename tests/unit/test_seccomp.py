@@ -484,6 +484,38 @@ def test_program_cache_file_in_the_state_root(
     assert len(list(tmp_path.iterdir())) == 2
 
 
+def test_cache_keeps_the_most_recently_used_programs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(seccomp, "library", FakeLib)
+    monkeypatch.setattr(seccomp, "CACHE_ENTRIES", 3)
+    profiles = [allow_but({"names": [name], "action": "SCMP_ACT_ERRNO"}) for name in "abcde"]
+
+    def files() -> set[str]:
+        return {path.name for path in tmp_path.iterdir()}
+
+    def compile_anew(raw: Any) -> None:
+        monkeypatch.setattr(seccomp, "_compiled", {})  # as a new process would
+        seccomp.compiled_program(raw, cache_dir=str(tmp_path))
+
+    names: list[str] = []
+    for index, raw in enumerate(profiles[:3]):
+        compile_anew(raw)
+        (name,) = files() - set(names)
+        names.append(name)
+        os.utime(tmp_path / name, ns=(index * 10**9, index * 10**9))  # a, then b, then c
+    compile_anew(profiles[0])  # a used again: now the most recent
+    compile_anew(profiles[3])  # d: one too many, b (least recently used) goes
+    assert names[1] not in files()
+    assert {names[0], names[2]} <= files()
+    assert len(files()) == 3
+    # An unrelated file in the state root (a container's directory) is never touched.
+    (tmp_path / "c1").mkdir()
+    compile_anew(profiles[4])
+    assert (tmp_path / "c1").is_dir()
+    assert len([name for name in files() if name.endswith(".bpf")]) == 3
+
+
 def test_corrupt_cache_file_is_recompiled(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     lib = FakeLib()
     monkeypatch.setattr(seccomp, "library", lambda: lib)

@@ -470,6 +470,10 @@ _KERNEL_FLAGS = {
 _NEW_LISTENER = 8
 _TSYNC_ESRCH = 16  # with a listener, TSYNC must report failure as ESRCH, not a tid
 CACHE_PREFIX = "seccomp-"  # <state root>/seccomp-<sha256>.bpf: files, never container ids
+# How many compiled profiles the state root keeps; the least recently used go first. A
+# host sees a handful (podman's, containerd's RuntimeDefault, a few Localhost ones);
+# profiles generated per container would otherwise pile up a file each.
+CACHE_ENTRIES = 32
 _compiled: dict[str, bytes] = {}  # profile JSON -> program, for this process and its forks
 
 
@@ -513,6 +517,7 @@ def compiled_program(
         program = _export(lib, profile, debug)
         if path:
             _write_cache(path, program)
+            _evict_cache(cache_dir, CACHE_ENTRIES)
     _compiled[text] = program
     return program
 
@@ -543,12 +548,43 @@ def _export(lib: Libseccomp, profile: Profile, debug: Callable[[str], None] | No
 
 
 def _read_cache(path: str) -> bytes:
+    import os
+
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return b""
-    return data if data and len(data) % 8 == 0 else b""  # whole sock_filter entries
+    if not data or len(data) % 8:
+        return b""  # not whole sock_filter entries
+    try:
+        os.utime(path)  # its modification time says when it was last used
+    except OSError:
+        pass
+    return data
+
+
+def _evict_cache(directory: str, keep: int) -> None:
+    """Remove the least recently used cached programs beyond ``keep``."""
+    import os
+
+    entries = []
+    try:
+        with os.scandir(directory) as found:
+            for entry in found:
+                if entry.name.startswith(CACHE_PREFIX) and entry.name.endswith(".bpf"):
+                    try:
+                        entries.append((entry.stat().st_mtime_ns, entry.path))
+                    except OSError:
+                        continue
+    except OSError:
+        return
+    entries.sort()
+    for _, path in entries[: max(len(entries) - keep, 0)]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # another create removed it first
 
 
 def _write_cache(path: str, program: bytes) -> None:
