@@ -41,6 +41,7 @@ def linux_features(common: dict[str, object], lib: Libseccomp | None) -> dict[st
         "tmpcopyup",  # an option of mountopts.parse_options, in no table
     } - set(mountopts.UNSUPPORTED_OPTIONS)
     document = dict(common)
+    # Taken out and put back last: runc prints mountOptions and linux before it.
     annotations = document.pop("annotations")
     assert isinstance(annotations, dict)
     annotations = dict(annotations)

@@ -191,9 +191,10 @@ def _prepare(
 
         # First: every later step, and every child, is in the container's cgroup (its
         # limits apply), and a new cgroup namespace, unshared below, is rooted there.
-        # The imports overlap the parent's work: its first write to a cgroup.procs waits
-        # out an RCU grace period in the kernel (cgroup_threadgroup_rwsem; ~14 ms on
-        # these machines, docs/performance.md), and importing runs no user code.
+        # The imports overlap the parent's work: a write to cgroup.procs can wait out an
+        # RCU grace period in the kernel (cgroup_threadgroup_rwsem; ~14 ms on these
+        # machines when corral.linux.cgroups.warmup could not take it first,
+        # docs/performance.md), and importing runs no user code.
         ask_parent(JOIN_REQUEST, lambda: _preload(spec))
     else:
         _preload(spec)

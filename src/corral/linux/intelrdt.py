@@ -193,10 +193,11 @@ def apply_intel_rdt(
     return group, created
 
 
-# What each update flag's line needs of the host, and runc's words when it is missing.
+# The resctrl resource (``info/<name>``) each update flag's lines need, and runc's
+# words when the host lacks it. L3CODE and L3DATA lines need L3 too.
 _UPDATE_RESOURCES = {
-    "L3": ("L3", "Intel RDT/CAT: l3 cache schema is not enabled"),
-    "MB": ("MB", "Intel RDT/MBA: memory bandwidth schema is not enabled"),
+    "L3": "Intel RDT/CAT: l3 cache schema is not enabled",
+    "MB": "Intel RDT/MBA: memory bandwidth schema is not enabled",
 }
 
 
@@ -209,9 +210,9 @@ def update_schemata(
     from corral.errors import CorralError
 
     for line in lines:
-        resource = line.partition(":")[0].strip()
-        needed, message = _UPDATE_RESOURCES.get(resource[:2], ("", ""))
-        if not resctrl or (needed and not os.path.isdir(os.path.join(resctrl, "info", needed))):
+        resource = line.partition(":")[0].strip()[:2]
+        message = _UPDATE_RESOURCES.get(resource, "")
+        if not resctrl or (message and not os.path.isdir(os.path.join(resctrl, "info", resource))):
             raise CorralError(message or "Intel RDT: no resctrl filesystem is mounted")
     created: list[str] = []
     if not group:
